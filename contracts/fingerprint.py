@@ -1,0 +1,87 @@
+"""Stable finding fingerprints.
+
+The fingerprint is sha256 over canonical JSON (sorted keys, no whitespace) of the
+finding's kind, rule id and identity: the asset's address (host name, else IP),
+transport, port and URL (scheme, host, port and path, never query or fragment),
+plus the kind's own identity keys. Volatile fields (title, description, severity,
+banners, versions, timestamps, tool version) never enter it; they feed
+:func:`attribute_hash`, which tells an "updated" finding from an "unchanged" one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from contracts.finding import Asset, Finding
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8: the one byte form that gets hashed."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def normalise_url(url: str) -> str:
+    """scheme://host:port/path, lower-cased scheme and host, default port made explicit."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None:
+        port = _DEFAULT_PORTS.get(scheme)
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc = f"{netloc}:{port}"
+    path = parts.path or "/"
+    return f"{scheme}://{netloc}{path}"
+
+
+def asset_identity(asset: Asset) -> dict[str, Any]:
+    """The parts of an asset that make it the same asset across scans."""
+    identity: dict[str, Any] = {"address": asset.address}
+    if asset.transport is not None:
+        identity["transport"] = asset.transport.value
+    if asset.port is not None:
+        identity["port"] = asset.port
+    if asset.url is not None:
+        identity["url"] = normalise_url(asset.url)
+    return identity
+
+
+def fingerprint_material(finding: Finding) -> dict[str, Any]:
+    return {
+        "kind": finding.kind.value,
+        "rule_id": finding.rule_id,
+        "asset": asset_identity(finding.asset),
+        "identity": finding.identity,
+    }
+
+
+def fingerprint(finding: Finding) -> str:
+    """Hex sha256 of the finding's identity; equal for the same thing on the same asset."""
+    return hashlib.sha256(canonical_json(fingerprint_material(finding))).hexdigest()
+
+
+def attribute_material(finding: Finding) -> dict[str, Any]:
+    return {
+        "title": finding.title,
+        "severity": finding.severity.value,
+        "confidence": finding.confidence.value,
+        "attributes": finding.attributes,
+        "cve": sorted(finding.cve),
+        "cwe": sorted(finding.cwe),
+        "cvss": finding.cvss,
+    }
+
+
+def attribute_hash(finding: Finding) -> str:
+    """Hex sha256 of what may change about a finding without it becoming a new one."""
+    return hashlib.sha256(canonical_json(attribute_material(finding))).hexdigest()
