@@ -1,0 +1,1 @@
+"""The ``scanfleet`` CLI, scan planning, scope checks, dispatch, task lifecycle, reports."""

@@ -1,0 +1,1 @@
+"""The finding-event consumer: batching, dedupe, idempotent persistence."""

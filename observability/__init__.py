@@ -1,0 +1,1 @@
+"""Logs (structlog), metrics (Prometheus), dashboards and alert rules."""

@@ -1,0 +1,190 @@
+"""The schema, as SQLAlchemy 2.0 models. Alembic migrations are the only way it changes.
+
+A finding is a stable thing on an asset (unique ``fingerprint``); an observation is
+one sighting of it in one scan (unique per finding and scan). ``ingested_events``
+makes ingest idempotent: an event id is recorded once, in the same transaction as
+what it changed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: JSONB on PostgreSQL, JSON text on SQLite.
+Json = JSON().with_variant(JSONB(), "postgresql")
+#: SQLite only auto-increments INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+#: Hex digests compare bytewise: the "C" collation on PostgreSQL avoids locale-aware compares.
+Digest = String(64).with_variant(String(64, collation="C"), "postgresql")
+Timestamp = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Scan(Base):
+    __tablename__ = "scans"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    #: ``scanfleet`` for scans the coordinator created, ``external`` for scan ids first
+    #: seen on the finding stream (another service publishing its own findings).
+    origin: Mapped[str] = mapped_column(String(16), default="scanfleet")
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    profile: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    requested_by: Mapped[str | None] = mapped_column(String(256))
+    targets: Mapped[list[str] | None] = mapped_column(Json)
+    tools: Mapped[list[str] | None] = mapped_column(Json)
+    labels: Mapped[dict[str, str] | None] = mapped_column(Json)
+    config_hash: Mapped[str | None] = mapped_column(String(64))
+    tool_versions: Mapped[dict[str, str] | None] = mapped_column(Json)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_scan_status", "scan_id", "status"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    scan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"))
+    target: Mapped[str] = mapped_column(String(2048))
+    tool: Mapped[str] = mapped_column(String(64))
+    pool: Mapped[str] = mapped_column(String(64), default="default")
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    options: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    argv: Mapped[list[str] | None] = mapped_column(Json)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    findings_count: Mapped[int | None] = mapped_column(Integer)
+    tool_version: Mapped[str | None] = mapped_column(String(128))
+    config_hash: Mapped[str | None] = mapped_column(String(64))
+    artifact_ref: Mapped[str | None] = mapped_column(String(1024))
+    worker: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class Asset(Base):
+    __tablename__ = "assets"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    #: The asset's stable address: its host name if known, else its IP.
+    key: Mapped[str] = mapped_column(String(253), unique=True)
+    host: Mapped[str | None] = mapped_column(String(253))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    #: Assets are only ever inserted by ingest, never updated, so concurrent batches
+    #: that sight the same asset do not queue on its row lock.
+    first_seen: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class Finding(Base):
+    __tablename__ = "findings"
+    __table_args__ = (
+        Index("ix_findings_asset_id", "asset_id"),
+        Index("ix_findings_status_severity", "status", "severity"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    fingerprint: Mapped[str] = mapped_column(Digest, unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    rule_id: Mapped[str] = mapped_column(String(256))
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"))
+    transport: Mapped[str | None] = mapped_column(String(8))
+    port: Mapped[int | None] = mapped_column(Integer)
+    url: Mapped[str | None] = mapped_column(String(4096))
+    identity: Mapped[dict[str, Any]] = mapped_column(Json)
+    title: Mapped[str] = mapped_column(String(512))
+    severity: Mapped[str] = mapped_column(String(16))
+    confidence: Mapped[str] = mapped_column(String(16))
+    attributes: Mapped[dict[str, Any]] = mapped_column(Json)
+    attr_hash: Mapped[str] = mapped_column(Digest)
+    description: Mapped[str | None] = mapped_column(Text)
+    remediation: Mapped[str | None] = mapped_column(Text)
+    references: Mapped[list[str] | None] = mapped_column(Json)
+    cwe: Mapped[list[str] | None] = mapped_column(Json)
+    cve: Mapped[list[str] | None] = mapped_column(Json)
+    cvss: Mapped[float | None] = mapped_column(Float)
+    #: ``open`` while sighted; the coordinator's diff marks it ``fixed``.
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    first_seen: Mapped[datetime] = mapped_column(Timestamp)
+    last_seen: Mapped[datetime] = mapped_column(Timestamp)
+    #: When the attribute hash last changed (the finding was "updated").
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+    last_scan_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+
+class Observation(Base):
+    __tablename__ = "observations"
+    __table_args__ = (
+        UniqueConstraint("finding_id", "scan_id", name="uq_observations_finding_scan"),
+        Index("ix_observations_scan_id", "scan_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    finding_id: Mapped[int] = mapped_column(ForeignKey("findings.id", ondelete="CASCADE"))
+    scan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"))
+    task_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    observed_at: Mapped[datetime] = mapped_column(Timestamp)
+    tool_name: Mapped[str] = mapped_column(String(64))
+    tool_version: Mapped[str] = mapped_column(String(128))
+    attr_hash: Mapped[str] = mapped_column(Digest)
+    evidence: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+
+
+class IngestedEvent(Base):
+    __tablename__ = "ingested_events"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    scan_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    ingested_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ref: Mapped[str] = mapped_column(String(1024), unique=True)
+    sha256: Mapped[str] = mapped_column(Digest)
+    size: Mapped[int] = mapped_column(BigInteger)
+    media_type: Mapped[str] = mapped_column(String(128))
+    scan_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    task_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(Timestamp, index=True)
+    actor: Mapped[str] = mapped_column(String(256))
+    action: Mapped[str] = mapped_column(String(64))
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(128))
+    details: Mapped[dict[str, Any] | None] = mapped_column(Json)

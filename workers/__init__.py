@@ -1,0 +1,1 @@
+"""Workers: dramatiq actors, tool plugins (workers/tools/) and runners (workers/runners/)."""
