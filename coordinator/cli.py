@@ -89,13 +89,13 @@ def ingest(
     }
     settings = settings.model_validate({**settings.model_dump(), **overrides})
     configure_logging(settings.log_level)
-    check_configuration(get_broker_settings(), get_settings())
+    database_url = check_configuration(get_broker_settings(), get_settings())
     # Consumers are spawned and read their settings from the environment.
     import os
 
     for key, value in overrides.items():
         os.environ[f"SCANFLEET_INGEST_{key.upper()}"] = str(value)
-    raise typer.Exit(Supervisor(settings).run())
+    raise typer.Exit(Supervisor(settings, database_url).run())
 
 
 def _filter(

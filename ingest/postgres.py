@@ -10,9 +10,14 @@ concurrent consumers lock in the same order and cannot deadlock each other.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
 
+import orjson
 import psycopg
 from psycopg import sql
+from psycopg.types.json import set_json_dumps
 
 from contracts.errors import TransientError
 from ingest.record import RECORD_COLUMNS, IngestRecord
@@ -47,13 +52,32 @@ CREATE TEMPORARY TABLE IF NOT EXISTS ingest_stage (
     cwe jsonb NOT NULL,
     cve jsonb NOT NULL,
     cvss double precision,
-    evidence jsonb NOT NULL
+    evidence jsonb NOT NULL,
+    asset_id bigint NOT NULL,
+    first_observed_at timestamptz NOT NULL,
+    keep_observation boolean NOT NULL
 ) ON COMMIT DELETE ROWS
 """
 
-_COPY = sql.SQL("COPY ingest_stage ({}) FROM STDIN").format(
-    sql.SQL(", ").join(sql.Identifier(c) for c in RECORD_COLUMNS)
+#: Columns computed per batch, after the record's own.
+BATCH_COLUMNS = ("asset_id", "first_observed_at", "keep_observation")
+
+_COPY = sql.SQL("COPY ingest_stage ({}) FROM STDIN (FORMAT BINARY)").format(
+    sql.SQL(", ").join(sql.Identifier(c) for c in (*RECORD_COLUMNS, *BATCH_COLUMNS))
 )
+
+#: PostgreSQL types of the staged columns, in order, for binary COPY.
+_STAGE_TYPES = (
+    "uuid", "uuid", "uuid", "text", "text", "timestamptz", "text", "text", "text", "text",
+    "text", "text", "text", "int4", "text", "jsonb", "text", "text", "text", "jsonb", "text",
+    "text", "text", "jsonb", "jsonb", "jsonb", "float8", "jsonb",
+    "int8", "timestamptz", "bool",
+)
+
+
+def _json_passthrough(value: object) -> str:
+    """Records carry JSON already serialised; anything else is serialised here."""
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 _DROP_DUPLICATES = """
 WITH fresh AS (
@@ -68,30 +92,40 @@ WHERE NOT EXISTS (SELECT 1 FROM fresh WHERE fresh.event_id = s.event_id)
 
 _EXTERNAL_SCANS = """
 INSERT INTO scans (id, origin, status, created_at)
-SELECT scan_id, 'external', 'external', min(observed_at)
-FROM ingest_stage GROUP BY scan_id ORDER BY scan_id
+SELECT id, 'external', 'external', created_at
+FROM unnest(%s::uuid[], %s::timestamptz[]) AS batch(id, created_at)
+ORDER BY id
 ON CONFLICT (id) DO NOTHING
 """
 
+_ASSET_IDS = "SELECT id, key FROM assets WHERE key = ANY(%s)"
+
 _NEW_ASSETS = """
-INSERT INTO assets (key, host, ip, first_seen)
-SELECT asset_key, max(host), max(ip), min(observed_at)
-FROM ingest_stage GROUP BY asset_key ORDER BY asset_key
-ON CONFLICT (key) DO NOTHING
+WITH batch(key, host, ip, first_seen) AS (
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[])
+),
+inserted AS (
+    INSERT INTO assets (key, host, ip, first_seen)
+    SELECT key, host, ip, first_seen FROM batch ORDER BY key
+    ON CONFLICT (key) DO NOTHING
+    RETURNING id, key
+)
+SELECT id, key FROM inserted
+UNION ALL
+SELECT a.id, a.key FROM assets a JOIN batch b ON a.key = b.key
 """
 
-# One statement: the previous attribute hashes (for the "updated" count), the finding
-# upsert, and the observations joined to the upsert's RETURNING rows.
+# One statement: the finding upsert (the latest sighting in the batch wins, and only if
+# it is newer than what is stored), then the observations joined to its RETURNING rows.
+# A finding counts as "updated" when its attribute hash changed with this sighting.
 _UPSERT = """
 WITH latest AS (
-    SELECT DISTINCT ON (s.fingerprint)
-        s.*, min(s.observed_at) OVER (PARTITION BY s.fingerprint) AS first_observed_at
-    FROM ingest_stage s
-    ORDER BY s.fingerprint, s.observed_at DESC, s.event_id
-),
-previous AS (
-    SELECT f.fingerprint, f.attr_hash FROM findings f
-    WHERE f.fingerprint IN (SELECT fingerprint FROM latest)
+    SELECT DISTINCT ON (fingerprint)
+        fingerprint, kind, rule_id, asset_id, transport, port, url, identity, title,
+        severity, confidence, attributes, attr_hash, description, remediation,
+        "references", cwe, cve, cvss, first_observed_at, observed_at, scan_id
+    FROM ingest_stage
+    ORDER BY fingerprint, observed_at DESC, event_id
 ),
 upserted AS (
     INSERT INTO findings AS f (
@@ -101,12 +135,12 @@ upserted AS (
         last_scan_id
     )
     SELECT
-        l.fingerprint, l.kind, l.rule_id, a.id, l.transport, l.port, l.url, l.identity,
-        l.title, l.severity, l.confidence, l.attributes, l.attr_hash, l.description,
-        l.remediation, l."references", l.cwe, l.cve, l.cvss, 'open', l.first_observed_at,
-        l.observed_at, l.observed_at, l.scan_id
-    FROM latest l JOIN assets a ON a.key = l.asset_key
-    ORDER BY l.fingerprint
+        fingerprint, kind, rule_id, asset_id, transport, port, url, identity, title,
+        severity, confidence, attributes, attr_hash, description, remediation,
+        "references", cwe, cve, cvss, 'open', first_observed_at, observed_at, observed_at,
+        scan_id
+    FROM latest
+    ORDER BY fingerprint
     ON CONFLICT (fingerprint) DO UPDATE SET
         first_seen = LEAST(f.first_seen, EXCLUDED.first_seen),
         last_seen = GREATEST(f.last_seen, EXCLUDED.last_seen),
@@ -135,25 +169,24 @@ upserted AS (
         status = CASE WHEN EXCLUDED.last_seen > f.last_seen THEN 'open' ELSE f.status END,
         last_scan_id = CASE WHEN EXCLUDED.last_seen >= f.last_seen
             THEN EXCLUDED.last_scan_id ELSE f.last_scan_id END
-    RETURNING f.id, f.fingerprint, f.attr_hash, (f.xmax = 0) AS created
+    RETURNING f.id, f.fingerprint, f.updated_at, (f.xmax = 0) AS created
 ),
 observed AS (
     INSERT INTO observations (
         finding_id, scan_id, task_id, event_id, observed_at, tool_name, tool_version,
         attr_hash, evidence
     )
-    SELECT DISTINCT ON (u.id, s.scan_id)
-        u.id, s.scan_id, s.task_id, s.event_id, s.observed_at, s.tool_name,
+    SELECT u.id, s.scan_id, s.task_id, s.event_id, s.observed_at, s.tool_name,
         s.tool_version, s.attr_hash, s.evidence
     FROM ingest_stage s JOIN upserted u ON u.fingerprint = s.fingerprint
-    ORDER BY u.id, s.scan_id, s.observed_at DESC, s.event_id
-    ON CONFLICT (finding_id, scan_id) DO NOTHING
+    WHERE s.keep_observation
+    ON CONFLICT (scan_id, finding_id) DO NOTHING
     RETURNING 1
 )
 SELECT
     (SELECT count(*) FROM upserted WHERE created),
-    (SELECT count(*) FROM upserted u LEFT JOIN previous p ON p.fingerprint = u.fingerprint
-        WHERE NOT u.created AND p.attr_hash IS DISTINCT FROM u.attr_hash),
+    (SELECT count(*) FROM upserted u JOIN latest l ON l.fingerprint = u.fingerprint
+        WHERE NOT u.created AND u.updated_at = l.observed_at),
     (SELECT count(*) FROM observed)
 """
 
@@ -169,14 +202,28 @@ def _is_transient(exc: psycopg.Error) -> bool:
 
 
 class PostgresBatchWriter:
-    """Writes batches over one psycopg connection, reconnecting on demand."""
+    """Writes batches over one psycopg connection, reconnecting on demand.
 
-    def __init__(self, conninfo: str, *, application_name: str = "scanfleet-ingest") -> None:
+    Asset ids are cached per writer: assets are insert-only, so a key seen once
+    keeps its id, and most batches need no asset statement at all. Scan ids seen
+    are cached the same way.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        application_name: str = "scanfleet-ingest",
+        cache_size: int = 1_000_000,
+    ) -> None:
         self._conninfo = conninfo
         self._application_name = application_name
-        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._asset_ids: dict[str, int] = {}
+        self._known_scans: set[UUID] = set()
+        self._cache_size = cache_size
 
-    def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
+    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._conn is None or self._conn.closed:
             try:
                 conn = psycopg.connect(
@@ -184,7 +231,7 @@ class PostgresBatchWriter:
                     application_name=self._application_name,
                     connect_timeout=10,
                 )
-                # Commit durability is kept (the batch is acked only after commit).
+                set_json_dumps(_json_passthrough, context=conn)
                 with conn.transaction():
                     conn.execute(_STAGE_DDL)
             except psycopg.Error as exc:
@@ -192,24 +239,98 @@ class PostgresBatchWriter:
             self._conn = conn
         return self._conn
 
+    def _resolve_assets(
+        self, cur: psycopg.Cursor[tuple[Any, ...]], records: Sequence[IngestRecord]
+    ) -> dict[str, int]:
+        """Asset key -> id for the batch, inserting the assets never seen before."""
+        cache = self._asset_ids
+        missing: dict[str, IngestRecord] = {}
+        for record in records:
+            if record.asset_key not in cache and record.asset_key not in missing:
+                missing[record.asset_key] = record
+        if not missing:
+            return cache
+        if len(cache) + len(missing) > self._cache_size:
+            cache.clear()
+        firsts = list(missing.values())
+        cur.execute(
+            _NEW_ASSETS,
+            (
+                [r.asset_key for r in firsts],
+                [r.host for r in firsts],
+                [r.ip for r in firsts],
+                [r.observed_at for r in firsts],
+            ),
+        )
+        for asset_id, key in cur.fetchall():
+            cache[key] = asset_id
+        late = [key for key in missing if key not in cache]
+        if late:
+            # Inserted meanwhile by a concurrent batch: visible to a new statement.
+            cur.execute(_ASSET_IDS, (late,))
+            for asset_id, key in cur.fetchall():
+                cache[key] = asset_id
+        return cache
+
+    def _ensure_scans(
+        self, cur: psycopg.Cursor[tuple[Any, ...]], records: Sequence[IngestRecord]
+    ) -> None:
+        unknown: dict[UUID, datetime] = {}
+        for record in records:
+            if record.scan_id in self._known_scans:
+                continue
+            seen = unknown.get(record.scan_id)
+            if seen is None or record.observed_at < seen:
+                unknown[record.scan_id] = record.observed_at
+        if not unknown:
+            return
+        cur.execute(_EXTERNAL_SCANS, (list(unknown), list(unknown.values())))
+        if len(self._known_scans) > self._cache_size:
+            self._known_scans.clear()
+        self._known_scans.update(unknown)
+
     def write(self, records: Sequence[IngestRecord]) -> BatchOutcome:
+        if not records:
+            return BatchOutcome(0, 0, 0, 0, 0)
+        first_seen: dict[str, datetime] = {}
+        observation_of: dict[tuple[str, UUID], IngestRecord] = {}
+        for record in records:
+            fp = record.fingerprint
+            if fp not in first_seen or record.observed_at < first_seen[fp]:
+                first_seen[fp] = record.observed_at
+            key = (fp, record.scan_id)
+            kept = observation_of.get(key)
+            if kept is None or record.observed_at > kept.observed_at:
+                observation_of[key] = record
+        kept_events = {id(r) for r in observation_of.values()}
         conn = self._connection()
         try:
             with conn.transaction(), conn.cursor() as cur:
+                asset_ids = self._resolve_assets(cur, records)
+                self._ensure_scans(cur, records)
                 with cur.copy(_COPY) as copy:
+                    copy.set_types(_STAGE_TYPES)
                     for record in records:
-                        copy.write_row(record.as_row())
+                        copy.write_row(
+                            (
+                                *record,
+                                asset_ids[record.asset_key],
+                                first_seen[record.fingerprint],
+                                id(record) in kept_events,
+                            )
+                        )
                 cur.execute(_DROP_DUPLICATES)
                 duplicates = max(cur.rowcount, 0)
                 if duplicates == len(records):
                     return BatchOutcome(len(records), duplicates, 0, 0, 0)
-                cur.execute(_EXTERNAL_SCANS)
-                cur.execute(_NEW_ASSETS)
                 cur.execute(_UPSERT)
                 row = cur.fetchone()
                 assert row is not None
-                created, updated, observed = (int(v) for v in row)  # type: ignore[call-overload]
+                created, updated, observed = (int(v) for v in row)
         except psycopg.Error as exc:
+            # The transaction rolled back: forget ids it may have cached.
+            self._asset_ids.clear()
+            self._known_scans.clear()
             if _is_transient(exc):
                 self.close()
                 raise TransientError(f"PostgreSQL: {exc}") from exc

@@ -6,25 +6,24 @@ The fingerprint is always computed here; one sent by the producer is ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
 from datetime import datetime
+from typing import NamedTuple
 from uuid import UUID
 
 import orjson
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from contracts.errors import InvalidMessage
 from contracts.events import FindingEvent
 from contracts.finding import Evidence
-from contracts.fingerprint import asset_identity, attribute_hash, fingerprint
+from contracts.fingerprint import attribute_hash, canonical_json, fingerprint_material
 
-_EVIDENCE = TypeAdapter(list[Evidence])
 _MAX_ERRORS_IN_REASON = 3
 
 
-@dataclass(frozen=True, slots=True)
-class IngestRecord:
-    """One validated finding event, flattened into the columns ingest writes."""
+class IngestRecord(NamedTuple):
+    """One validated finding event, flattened into the columns ingest writes (in order)."""
 
     event_id: UUID
     scan_id: UUID
@@ -55,11 +54,8 @@ class IngestRecord:
     cvss: float | None
     evidence: str
 
-    def as_row(self) -> tuple[object, ...]:
-        return tuple(getattr(self, name) for name in RECORD_COLUMNS)
 
-
-RECORD_COLUMNS: tuple[str, ...] = tuple(IngestRecord.__dataclass_fields__)
+RECORD_COLUMNS: tuple[str, ...] = IngestRecord._fields
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -77,6 +73,19 @@ def _json(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
+def _json_list(values: list[str]) -> str:
+    return orjson.dumps(values).decode() if values else "[]"
+
+
+def _evidence_json(evidence: list[Evidence]) -> str:
+    """The evidence list as JSON, unset fields left out."""
+    if not evidence:
+        return "[]"
+    return orjson.dumps(
+        [{k: v for k, v in item.__dict__.items() if v is not None} for item in evidence]
+    ).decode()
+
+
 def decode_event(body: bytes) -> FindingEvent:
     """Parse and validate one message body, or raise :class:`InvalidMessage`."""
     try:
@@ -90,7 +99,7 @@ def decode_event(body: bytes) -> FindingEvent:
 def to_record(event: FindingEvent) -> IngestRecord:
     finding = event.finding
     asset = finding.asset
-    url_identity = asset_identity(asset).get("url") if asset.url is not None else None
+    material = fingerprint_material(finding)
     return IngestRecord(
         event_id=event.event_id,
         scan_id=event.scan_id,
@@ -98,7 +107,7 @@ def to_record(event: FindingEvent) -> IngestRecord:
         tool_name=event.tool.name,
         tool_version=event.tool.version,
         observed_at=event.observed_at,
-        fingerprint=fingerprint(finding),
+        fingerprint=hashlib.sha256(canonical_json(material)).hexdigest(),
         kind=finding.kind.value,
         rule_id=finding.rule_id,
         asset_key=asset.address,
@@ -106,7 +115,7 @@ def to_record(event: FindingEvent) -> IngestRecord:
         ip=asset.ip,
         transport=asset.transport.value if asset.transport is not None else None,
         port=asset.port,
-        url=url_identity,
+        url=material["asset"].get("url"),
         identity=_json(finding.identity),
         title=finding.title,
         severity=finding.severity.value,
@@ -115,11 +124,11 @@ def to_record(event: FindingEvent) -> IngestRecord:
         attr_hash=attribute_hash(finding),
         description=finding.description,
         remediation=finding.remediation,
-        references=_json(finding.references),
-        cwe=_json(finding.cwe),
-        cve=_json(finding.cve),
+        references=_json_list(finding.references),
+        cwe=_json_list(finding.cwe),
+        cve=_json_list(finding.cve),
         cvss=finding.cvss,
-        evidence=_EVIDENCE.dump_json(list(finding.evidence), exclude_none=True).decode(),
+        evidence=_evidence_json(finding.evidence),
     )
 
 

@@ -8,7 +8,6 @@ their supervisor (``PR_SET_PDEATHSIG``), so a killed service leaves no orphans.
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import shutil
@@ -22,63 +21,13 @@ from types import FrameType
 import structlog
 
 from contracts.errors import ConfigError
+from ingest.process import consumer_main
 from ingest.settings import BrokerSettings, IngestSettings
 from storage.database import is_postgres, libpq_conninfo
 from storage.migrate import current_revision, head_revision
 from storage.settings import StorageSettings
 
 log = structlog.get_logger("scanfleet.ingest")
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
-
-
-def consumer_main(index: int, parent_pid: int) -> None:
-    """Entry point of one consumer process (spawned: settings come from the environment)."""
-    _die_with_parent()
-    if os.getppid() != parent_pid:
-        return
-    from ingest.consumer import Consumer
-    from ingest.postgres import PostgresBatchWriter
-    from ingest.settings import get_broker_settings, get_ingest_settings
-    from ingest.topology import FindingsTopology
-    from observability.logging import configure_logging
-    from observability.metrics import ingest_metrics
-    from storage.settings import get_settings
-
-    ingest = get_ingest_settings()
-    broker = get_broker_settings()
-    storage = get_settings()
-    configure_logging(ingest.log_level)
-    structlog.contextvars.bind_contextvars(component="ingest", consumer=index, pid=os.getpid())
-    assert broker.broker_url is not None and storage.database_url is not None
-    consumer = Consumer(
-        broker_url=broker.broker_url,
-        topology=FindingsTopology.from_settings(broker, ingest),
-        writer=PostgresBatchWriter(
-            libpq_conninfo(storage.database_url), application_name=f"scanfleet-ingest-{index}"
-        ),
-        metrics=ingest_metrics(),
-        batch_size=ingest.batch_size,
-        batch_max_wait_s=ingest.batch_max_wait_s,
-        prefetch=ingest.effective_prefetch,
-        max_message_bytes=ingest.max_message_bytes,
-        name=f"ingest-{index}",
-    )
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        consumer.request_stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    consumer.run()
 
 
 def check_configuration(
@@ -103,8 +52,9 @@ def check_configuration(
 
 
 class Supervisor:
-    def __init__(self, ingest: IngestSettings) -> None:
+    def __init__(self, ingest: IngestSettings, database_url: str) -> None:
         self._settings = ingest
+        self._conninfo = libpq_conninfo(database_url)
         self._context = multiprocessing.get_context("spawn")
         self._children: dict[int, BaseProcess] = {}
         self._stopping = False
@@ -113,7 +63,7 @@ class Supervisor:
     def _start(self, index: int) -> None:
         process = self._context.Process(
             target=consumer_main,
-            args=(index, os.getpid()),
+            args=(index, os.getpid(), self._conninfo),
             name=f"scanfleet-ingest-{index}",
             daemon=False,
         )

@@ -85,6 +85,35 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("event_id"),
     )
     op.create_table(
+        "observations",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("finding_id", sa.BigInteger(), nullable=False),
+        sa.Column("scan_id", sa.Uuid(), nullable=False),
+        sa.Column("task_id", sa.Uuid(), nullable=True),
+        sa.Column("event_id", sa.Uuid(), nullable=False),
+        sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("tool_name", sa.String(length=64), nullable=False),
+        sa.Column("tool_version", sa.String(length=128), nullable=False),
+        sa.Column(
+            "attr_hash",
+            sa.String(length=64).with_variant(sa.String(length=64, collation="C"), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "evidence",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("scan_id", "finding_id", name="uq_observations_scan_finding"),
+    )
+    op.create_index("ix_observations_finding_id", "observations", ["finding_id"], unique=False)
+    op.create_table(
         "scans",
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("origin", sa.String(length=16), nullable=False),
@@ -185,6 +214,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("fingerprint"),
+        postgresql_with={"fillfactor": 70},
     )
     op.create_index("ix_findings_asset_id", "findings", ["asset_id"], unique=False)
     op.create_index("ix_findings_status_severity", "findings", ["status", "severity"], unique=False)
@@ -222,50 +252,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_tasks_scan_status", "tasks", ["scan_id", "status"], unique=False)
-    op.create_table(
-        "observations",
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column(
-            "finding_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
-        sa.Column("scan_id", sa.Uuid(), nullable=False),
-        sa.Column("task_id", sa.Uuid(), nullable=True),
-        sa.Column("event_id", sa.Uuid(), nullable=False),
-        sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("tool_name", sa.String(length=64), nullable=False),
-        sa.Column("tool_version", sa.String(length=128), nullable=False),
-        sa.Column(
-            "attr_hash",
-            sa.String(length=64).with_variant(sa.String(length=64, collation="C"), "postgresql"),
-            nullable=False,
-        ),
-        sa.Column(
-            "evidence",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=False,
-        ),
-        sa.ForeignKeyConstraint(["finding_id"], ["findings.id"], ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["scan_id"], ["scans.id"], ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("finding_id", "scan_id", name="uq_observations_finding_scan"),
-    )
-    op.create_index("ix_observations_scan_id", "observations", ["scan_id"], unique=False)
 
 
 def downgrade() -> None:
-    op.drop_index("ix_observations_scan_id", table_name="observations")
-    op.drop_table("observations")
     op.drop_index("ix_tasks_scan_status", table_name="tasks")
     op.drop_table("tasks")
     op.drop_index("ix_findings_status_severity", table_name="findings")
     op.drop_index("ix_findings_asset_id", table_name="findings")
     op.drop_table("findings")
     op.drop_table("scans")
+    op.drop_index("ix_observations_finding_id", table_name="observations")
+    op.drop_table("observations")
     op.drop_table("ingested_events")
     op.drop_index(op.f("ix_audit_log_at"), table_name="audit_log")
     op.drop_table("audit_log")

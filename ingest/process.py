@@ -1,0 +1,62 @@
+"""The entry point of one consumer process.
+
+Spawned by the supervisor with the database connection string; everything else
+comes from the environment. It imports only what consuming needs (no SQLAlchemy,
+no Alembic), so a consumer starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+from types import FrameType
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its supervisor dies."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def consumer_main(index: int, parent_pid: int, conninfo: str) -> None:
+    _die_with_parent()
+    if os.getppid() != parent_pid:
+        return  # the supervisor died before we got here
+    import structlog
+
+    from ingest.consumer import Consumer
+    from ingest.postgres import PostgresBatchWriter
+    from ingest.settings import get_broker_settings, get_ingest_settings
+    from ingest.topology import FindingsTopology
+    from observability.logging import configure_logging
+    from observability.metrics import ingest_metrics
+
+    ingest = get_ingest_settings()
+    broker = get_broker_settings()
+    configure_logging(ingest.log_level)
+    structlog.contextvars.bind_contextvars(component="ingest", consumer=index, pid=os.getpid())
+    assert broker.broker_url is not None
+    consumer = Consumer(
+        broker_url=broker.broker_url,
+        topology=FindingsTopology.from_settings(broker, ingest),
+        writer=PostgresBatchWriter(conninfo, application_name=f"scanfleet-ingest-{index}"),
+        metrics=ingest_metrics(),
+        batch_size=ingest.batch_size,
+        batch_max_wait_s=ingest.batch_max_wait_s,
+        prefetch=ingest.effective_prefetch,
+        max_message_bytes=ingest.max_message_bytes,
+        name=f"ingest-{index}",
+    )
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        consumer.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    consumer.run()
