@@ -7,10 +7,8 @@
 # Configuration is by environment variables (SCANFLEET_DATABASE_URL, SCANFLEET_BROKER_URL,
 # SCANFLEET_INGEST_*); see docker-compose.yml and charts/scanfleet for complete examples.
 
-ARG PYTHON_IMAGE=python:3.11-slim
-
 # --- build: install the project and its dependencies into a virtualenv ----------------------
-FROM ${PYTHON_IMAGE} AS build
+FROM python:3.11-slim AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -25,7 +23,7 @@ RUN pip install . \
     && scanfleet --help >/dev/null
 
 # --- runtime ----------------------------------------------------------------------------------
-FROM ${PYTHON_IMAGE}
+FROM python:3.11-slim
 
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="scanfleet" \

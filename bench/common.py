@@ -46,10 +46,14 @@ _HEADERS = (
 
 
 def _evidence(rng: random.Random) -> list[dict[str, Any]]:
-    body = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz <>/=\"") for _ in range(260))
+    body = "".join(rng.choice('abcdefghijklmnopqrstuvwxyz <>/="') for _ in range(260))
     return [
-        {"type": "http_response", "label": "response", "content": _HEADERS + body,
-         "media_type": "text/plain"},
+        {
+            "type": "http_response",
+            "label": "response",
+            "content": _HEADERS + body,
+            "media_type": "text/plain",
+        },
         {"type": "text", "label": "matched", "content": "X-Powered-By disclosed PHP/8.2.7"},
     ]
 
@@ -59,25 +63,52 @@ def finding_template(i: int) -> dict[str, Any]:
     host = f"127.{(i // 2000) % 250}.{(i // 10) % 200}.{i % 10 + 1}"
     kind = i % 4
     if kind == 0:
-        return {"kind": "network.service", "rule_id": "open-port", "title": "Open port",
-                "severity": "info", "confidence": "high",
-                "asset": {"ip": host, "transport": "tcp", "port": 1000 + i % 5000},
-                "attributes": {"service": "http", "product": "nginx", "version": "1.22.1"}}
+        return {
+            "kind": "network.service",
+            "rule_id": "open-port",
+            "title": "Open port",
+            "severity": "info",
+            "confidence": "high",
+            "asset": {"ip": host, "transport": "tcp", "port": 1000 + i % 5000},
+            "attributes": {"service": "http", "product": "nginx", "version": "1.22.1"},
+        }
     if kind == 1:
-        return {"kind": "web.exposure", "rule_id": "exposed-git", "title": "Exposed .git",
-                "severity": "high", "confidence": "high",
-                "asset": {"host": f"app{i}.example.test", "url": f"https://app{i}.example.test/.git/HEAD"},
-                "identity": {}, "attributes": {"status": 200}, "cwe": ["CWE-538"]}
+        return {
+            "kind": "web.exposure",
+            "rule_id": "exposed-git",
+            "title": "Exposed .git",
+            "severity": "high",
+            "confidence": "high",
+            "asset": {
+                "host": f"app{i}.example.test",
+                "url": f"https://app{i}.example.test/.git/HEAD",
+            },
+            "identity": {},
+            "attributes": {"status": 200},
+            "cwe": ["CWE-538"],
+        }
     if kind == 2:
-        return {"kind": "tls", "rule_id": "cert-expiring", "title": "Certificate expires soon",
-                "severity": "medium", "confidence": "high",
-                "asset": {"ip": host, "port": 443 + i % 7},
-                "attributes": {"not_after": "2026-12-01T00:00:00Z", "key_bits": 2048}}
-    return {"kind": "package.vuln", "rule_id": "osv", "title": "Vulnerable package",
-            "severity": "critical", "confidence": "low", "asset": {"host": f"img{i % 3000}.test"},
-            "identity": {"package": f"pkg{i}", "vulnerability_id": f"CVE-2026-{10000 + i}"},
-            "attributes": {"installed": "1.0.0", "fixed": "1.0.1"}, "cve": [f"CVE-2026-{10000 + i}"],
-            "cvss": 9.8}
+        return {
+            "kind": "tls",
+            "rule_id": "cert-expiring",
+            "title": "Certificate expires soon",
+            "severity": "medium",
+            "confidence": "high",
+            "asset": {"ip": host, "port": 443 + i % 7},
+            "attributes": {"not_after": "2026-12-01T00:00:00Z", "key_bits": 2048},
+        }
+    return {
+        "kind": "package.vuln",
+        "rule_id": "osv",
+        "title": "Vulnerable package",
+        "severity": "critical",
+        "confidence": "low",
+        "asset": {"host": f"img{i % 3000}.test"},
+        "identity": {"package": f"pkg{i}", "vulnerability_id": f"CVE-2026-{10000 + i}"},
+        "attributes": {"installed": "1.0.0", "fixed": "1.0.1"},
+        "cve": [f"CVE-2026-{10000 + i}"],
+        "cvss": 9.8,
+    }
 
 
 def events(distinct: int, sightings: int, seed: int = 7) -> Iterator[bytes]:
@@ -93,12 +124,14 @@ def events(distinct: int, sightings: int, seed: int = 7) -> Iterator[bytes]:
             if round_ and i % 10 == 0:  # one in ten changes a volatile attribute
                 finding["attributes"] = {**template["attributes"], "round": round_}
             finding["evidence"] = _evidence(rng)
-            yield orjson.dumps({
-                "schema": "scanfleet.finding-event/1",
-                "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
-                "scan_id": scan_id,
-                "task_id": str(uuid.UUID(int=rng.getrandbits(128))),
-                "tool": {"name": "bench", "version": "1.0"},
-                "observed_at": observed,
-                "finding": finding,
-            })
+            yield orjson.dumps(
+                {
+                    "schema": "scanfleet.finding-event/1",
+                    "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
+                    "scan_id": scan_id,
+                    "task_id": str(uuid.UUID(int=rng.getrandbits(128))),
+                    "tool": {"name": "bench", "version": "1.0"},
+                    "observed_at": observed,
+                    "finding": finding,
+                }
+            )

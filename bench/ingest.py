@@ -28,6 +28,8 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import contextlib
+
 from common import BROKER_URL, drop_database, events, fresh_database
 
 from ingest.record import RECORD_COLUMNS, record_from_body
@@ -69,10 +71,8 @@ def delete_topology(exchange: str, queue: str) -> None:
 def _rss_tree(process: psutil.Process) -> int:
     total = 0
     for p in [process, *process.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
     return total
 
 
@@ -84,7 +84,9 @@ def _service_cpu() -> dict[str, float]:
         times = proc.info["cpu_times"]
         if times is None:
             continue
-        key = "postgresql" if name.startswith("postgres") else "rabbitmq" if "beam" in name else None
+        key = (
+            "postgresql" if name.startswith("postgres") else "rabbitmq" if "beam" in name else None
+        )
         if key:
             totals[key] += times.user + times.system
     return totals
@@ -114,19 +116,28 @@ def _tree_cpu(process: psutil.Process) -> float:
     return total
 
 
-def run_ingest(db_url: str, exchange: str, queue: str, expected: int, consumers: int,
-               batch_size: int, timeout_s: float = 900) -> dict[str, float]:
+def run_ingest(
+    db_url: str,
+    exchange: str,
+    queue: str,
+    expected: int,
+    consumers: int,
+    batch_size: int,
+    timeout_s: float = 900,
+) -> dict[str, float]:
     env = dict(os.environ)
-    env.update({
-        "SCANFLEET_DATABASE_URL": db_url,
-        "SCANFLEET_BROKER_URL": BROKER_URL,
-        "SCANFLEET_FINDINGS_EXCHANGE": exchange,
-        "SCANFLEET_INGEST_QUEUE": queue,
-        "SCANFLEET_INGEST_CONSUMERS": str(consumers),
-        "SCANFLEET_INGEST_BATCH_SIZE": str(batch_size),
-        "SCANFLEET_INGEST_METRICS_PORT": "0",
-        "SCANFLEET_INGEST_LOG_LEVEL": "WARNING",
-    })
+    env.update(
+        {
+            "SCANFLEET_DATABASE_URL": db_url,
+            "SCANFLEET_BROKER_URL": BROKER_URL,
+            "SCANFLEET_FINDINGS_EXCHANGE": exchange,
+            "SCANFLEET_INGEST_QUEUE": queue,
+            "SCANFLEET_INGEST_CONSUMERS": str(consumers),
+            "SCANFLEET_INGEST_BATCH_SIZE": str(batch_size),
+            "SCANFLEET_INGEST_METRICS_PORT": "0",
+            "SCANFLEET_INGEST_LOG_LEVEL": "WARNING",
+        }
+    )
     cpu_before = _service_cpu()
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "ingest"], env=env)
@@ -137,32 +148,34 @@ def run_ingest(db_url: str, exchange: str, queue: str, expected: int, consumers:
     count = 0
     polls = 0
     try:
-        # Cheap probes while it runs (an EXISTS, then the queue depth); the exact
-        # count(*) only once the queue is empty, so the poller does not load the database.
+        # Cheap probes while it runs: the observations id sequence (it moves as a batch
+        # writes) and the queue depth; the exact count(*) only near the end, so the
+        # poller does not load the database.
         broker = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
         channel = broker.channel()
         with psycopg.connect(db_url, autocommit=True) as conn:
-            while count < expected:
+            base_events = _count(conn, "SELECT count(*) FROM ingested_events")
+            base_seq = _count(conn, "SELECT last_value FROM observations_id_seq")
+            target = base_events + expected
+            while count < target:
                 if proc.poll() is not None:
                     raise RuntimeError(f"ingest exited with {proc.returncode}")
                 if time.perf_counter() - started > timeout_s:
-                    raise RuntimeError(f"timed out with {count}/{expected} events committed")
+                    raise RuntimeError(f"timed out with {count}/{target} events committed")
                 time.sleep(0.02)
                 polls += 1
                 if polls % 10 == 0:
                     peak_rss = max(peak_rss, _rss_tree(ps))
+                seq = _count(conn, "SELECT last_value FROM observations_id_seq")
                 if first_at is None:
-                    row = conn.execute("SELECT EXISTS (SELECT 1 FROM ingested_events)").fetchone()
-                    if row and row[0]:
+                    if seq > base_seq:
                         first_at = time.perf_counter()
-                        row = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
-                        first_count = int(row[0]) if row else 0
+                        first_count = _count(conn, "SELECT count(*) FROM ingested_events")
+                        first_count -= base_events
                     continue
-                ready = channel.queue_declare(queue, passive=True).method.message_count
-                if ready:
+                if channel.queue_declare(queue, passive=True).method.message_count:
                     continue
-                row = conn.execute("SELECT count(*) FROM ingested_events").fetchone()
-                count = int(row[0]) if row else 0
+                count = _count(conn, "SELECT count(*) FROM ingested_events")
         broker.close()
         done_at = time.perf_counter()
         ingest_cpu = _tree_cpu(ps)
@@ -184,6 +197,11 @@ def run_ingest(db_url: str, exchange: str, queue: str, expected: int, consumers:
             **{k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after},
         },
     }
+
+
+def _count(conn: psycopg.Connection, query: str) -> int:  # type: ignore[type-arg]
+    row = conn.execute(query).fetchone()
+    return int(row[0]) if row else 0
 
 
 def db_counts(db_url: str) -> dict[str, int]:
@@ -228,11 +246,19 @@ ON CONFLICT (fingerprint) DO UPDATE SET
 """
 
 
-def raw_limit(db_url: str, bodies: list[bytes]) -> dict[str, float]:
+def raw_limit(db_url: str, bodies: list[bytes], repeat: int = 3) -> dict[str, object]:
+    """The best of ``repeat`` runs of :func:`raw_limit_once` (the limit is a maximum)."""
+    runs = [raw_limit_once(db_url, bodies) for _ in range(repeat)]
+    best = max(runs, key=lambda r: r["rows_per_s"])
+    return {**best, "runs_rows_per_s": [r["rows_per_s"] for r in runs]}
+
+
+def raw_limit_once(db_url: str, bodies: list[bytes]) -> dict[str, float]:
     """COPY the same rows into a staging table, then one INSERT ... ON CONFLICT upsert."""
     rows = [tuple(record_from_body(body)) for body in bodies]
     columns = ", ".join(f'"{c}"' for c in RECORD_COLUMNS)
     with psycopg.connect(db_url) as conn:
+        conn.execute("DROP TABLE IF EXISTS raw_findings")
         conn.execute(_RAW_TABLE)
         conn.execute(_RAW_STAGE)
         conn.commit()
@@ -259,29 +285,38 @@ def prefill(db_url: str, findings: int) -> float:
     with psycopg.connect(db_url) as conn:
         conn.execute(
             "INSERT INTO scans (id, origin, status, created_at) VALUES (%s, 'scanfleet', "
-            "'completed', now())", (scan_id,))
+            "'completed', now())",
+            (scan_id,),
+        )
         conn.execute(
             "INSERT INTO assets (key, ip, first_seen) SELECT 'prefill-' || g, NULL, now() "
-            "FROM generate_series(1, 5000) g")
-        conn.execute(f"""
+            "FROM generate_series(1, 5000) g"
+        )
+        conn.execute(
+            f"""
             INSERT INTO findings (fingerprint, kind, rule_id, asset_id, transport, port, identity,
                 title, severity, confidence, attributes, attr_hash, status, first_seen, last_seen,
                 updated_at, last_scan_id)
             SELECT encode(sha256(('prefill-' || g)::bytea), 'hex'), 'network.service', 'open-port',
-                a.id, 'tcp', g % 65536, '{{}}', 'Open port', 'info', 'high',
+                a.id, 'tcp', mod(g, 65536)::int, '{{}}', 'Open port', 'info', 'high',
                 '{{"service": "http"}}', encode(sha256(('attr-' || g)::bytea), 'hex'), 'open',
                 now() - interval '30 days', now() - interval '1 day', now() - interval '1 day',
                 %s
             FROM generate_series(1, {int(findings)}) g
-            JOIN assets a ON a.key = 'prefill-' || (g % 5000 + 1)
-        """, (scan_id,))
-        conn.execute("""
+            JOIN assets a ON a.key = 'prefill-' || (mod(g, 5000) + 1)
+        """,
+            (scan_id,),
+        )
+        conn.execute(
+            """
             INSERT INTO observations (finding_id, scan_id, event_id, observed_at, tool_name,
                 tool_version, attr_hash, evidence)
             SELECT id, %s, gen_random_uuid(), last_seen, 'nmap', '7.93', attr_hash,
                 '[{"type": "banner", "content": "prefilled"}]'
             FROM findings
-        """, (scan_id,))
+        """,
+            (scan_id,),
+        )
         conn.execute("""
             INSERT INTO ingested_events (event_id, scan_id, ingested_at)
             SELECT event_id, scan_id, observed_at FROM observations
@@ -292,8 +327,9 @@ def prefill(db_url: str, findings: int) -> float:
     return time.perf_counter() - started
 
 
-def one_run(label: str, bodies: list[bytes], args: argparse.Namespace,
-            prefill_findings: int = 0) -> dict[str, object]:
+def one_run(
+    label: str, bodies: list[bytes], args: argparse.Namespace, prefill_findings: int = 0
+) -> dict[str, object]:
     name = f"scanfleet_bench_{label}"
     db_url = fresh_database(name)
     suffix = uuid.uuid4().hex[:8]
@@ -306,8 +342,9 @@ def one_run(label: str, bodies: list[bytes], args: argparse.Namespace,
             result["prefilled_findings"] = prefill_findings
         result["publish_s"] = round(publish_backlog(bodies, exchange, queue), 2)
         result["settle_s"] = round(settle_services(), 2)
-        result.update(run_ingest(db_url, exchange, queue, len(bodies), args.consumers,
-                                 args.batch_size))
+        result.update(
+            run_ingest(db_url, exchange, queue, len(bodies), args.consumers, args.batch_size)
+        )
         counts = db_counts(db_url)
         result["committed"] = counts
         if not prefill_findings:
@@ -323,8 +360,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--distinct", type=int, default=20_000)
-    parser.add_argument("--prefill", type=int, default=1_000_000,
-                        help="findings already in the table for the second run (0 skips it)")
+    parser.add_argument(
+        "--prefill",
+        type=int,
+        default=1_000_000,
+        help="findings already in the table for the second run (0 skips it)",
+    )
     parser.add_argument("--consumers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--keep", action="store_true", help="keep the bench databases")
@@ -347,14 +388,16 @@ def main() -> None:
     report["empty_table"] = empty
     raw = empty["raw_limit"]
     assert isinstance(raw, dict)
-    report["ratio_to_raw_limit"] = round(float(empty["events_per_s"]) / raw["rows_per_s"], 3)
+    report["ratio_to_raw_limit"] = round(float(empty["events_per_s"]) / float(raw["rows_per_s"]), 3)
     report["ratio_to_raw_limit_including_startup"] = round(
-        float(empty["events_per_s_including_startup"]) / raw["rows_per_s"], 3)
+        float(empty["events_per_s_including_startup"]) / float(raw["rows_per_s"]), 3
+    )
     if args.prefill:
         full = one_run("prefilled", bodies, args, prefill_findings=args.prefill)
         report["prefilled_table"] = full
         report["ratio_prefilled_to_empty"] = round(
-            float(full["events_per_s"]) / float(empty["events_per_s"]), 3)
+            float(full["events_per_s"]) / float(empty["events_per_s"]), 3
+        )
     report["targets"] = {"ratio_to_raw_limit": 0.40, "ratio_prefilled_to_empty": 0.80}
     print(json.dumps(report, indent=2))
 

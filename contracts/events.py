@@ -9,7 +9,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from contracts.finding import MESSAGE_CONFIG, Finding, ToolInfo
 
-FINDING_EVENT_SCHEMA = "scanfleet.finding-event/1"
+FINDING_EVENT_SCHEMA: Literal["scanfleet.finding-event/1"] = "scanfleet.finding-event/1"
 
 
 class FindingEvent(BaseModel):
@@ -35,4 +35,3 @@ class FindingEvent(BaseModel):
 
     def routing_key(self) -> str:
         return f"finding.{self.tool.name}"
-

@@ -10,8 +10,8 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from contracts.finding import MESSAGE_CONFIG
 
-SCAN_REQUEST_SCHEMA = "scanfleet.scan-request/1"
-SCAN_EVENT_SCHEMA = "scanfleet.scan-event/1"
+SCAN_REQUEST_SCHEMA: Literal["scanfleet.scan-request/1"] = "scanfleet.scan-request/1"
+SCAN_EVENT_SCHEMA: Literal["scanfleet.scan-event/1"] = "scanfleet.scan-event/1"
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
 
@@ -60,9 +60,7 @@ class ScanEvent(BaseModel):
 
     model_config = MESSAGE_CONFIG
 
-    schema_: Annotated[Literal["scanfleet.scan-event/1"], Field(alias="schema")] = (
-        SCAN_EVENT_SCHEMA
-    )
+    schema_: Annotated[Literal["scanfleet.scan-event/1"], Field(alias="schema")] = SCAN_EVENT_SCHEMA
     event_id: UUID = Field(default_factory=uuid4)
     scan_id: UUID
     type: ScanEventType

@@ -11,8 +11,8 @@ from pydantic import AwareDatetime, BaseModel, Field
 from contracts.finding import MESSAGE_CONFIG, ToolInfo
 from contracts.scan import Name
 
-TASK_MESSAGE_SCHEMA = "scanfleet.task/1"
-TASK_EVENT_SCHEMA = "scanfleet.task-event/1"
+TASK_MESSAGE_SCHEMA: Literal["scanfleet.task/1"] = "scanfleet.task/1"
+TASK_EVENT_SCHEMA: Literal["scanfleet.task-event/1"] = "scanfleet.task-event/1"
 
 Hash = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
@@ -56,8 +56,9 @@ class TaskStatus(StrEnum):
         return self in _FINAL
 
 
-_FINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.TIMED_OUT,
-                    TaskStatus.CANCELLED})
+_FINAL = frozenset(
+    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED}
+)
 
 
 class TaskEvent(BaseModel):
@@ -65,9 +66,7 @@ class TaskEvent(BaseModel):
 
     model_config = MESSAGE_CONFIG
 
-    schema_: Annotated[Literal["scanfleet.task-event/1"], Field(alias="schema")] = (
-        TASK_EVENT_SCHEMA
-    )
+    schema_: Annotated[Literal["scanfleet.task-event/1"], Field(alias="schema")] = TASK_EVENT_SCHEMA
     event_id: UUID = Field(default_factory=uuid4)
     task_id: UUID
     scan_id: UUID

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -12,6 +12,9 @@ from rich.table import Table
 
 from contracts.enums import Severity
 from contracts.errors import ConfigError, ScanfleetError
+
+if TYPE_CHECKING:
+    from storage.findings import FindingFilter
 
 app = typer.Typer(
     name="scanfleet",
@@ -67,9 +70,7 @@ def ingest(
     batch_size: Annotated[
         int | None, typer.Option(help="Events per batch (SCANFLEET_INGEST_BATCH_SIZE)")
     ] = None,
-    metrics_port: Annotated[
-        int | None, typer.Option(help="Port of /metrics, 0 to disable")
-    ] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Port of /metrics, 0 to disable")] = None,
 ) -> None:
     """Consume finding events from RabbitMQ and persist deduplicated findings."""
     from ingest.service import Supervisor, check_configuration
@@ -99,13 +100,19 @@ def ingest(
 
 
 def _filter(
-    severity: list[Severity] | None, kind: list[str] | None, status: list[str] | None,
-    asset: str | None, scan: str | None,
-):  # type: ignore[no-untyped-def]
+    severity: list[Severity] | None,
+    kind: list[str] | None,
+    status: list[str] | None,
+    asset: str | None,
+    scan: str | None,
+) -> FindingFilter:
     from storage.findings import FindingFilter
 
     return FindingFilter(
-        severities=severity or (), kinds=kind or (), statuses=status or (), asset=asset,
+        severities=severity or (),
+        kinds=kind or (),
+        statuses=status or (),
+        asset=asset,
         scan_id=scan,
     )
 
@@ -145,8 +152,14 @@ def findings_list(
         table.add_column(column)
     for row in rows:
         table.add_row(
-            row.severity, row.asset, "" if row.port is None else str(row.port), row.kind,
-            row.rule_id, row.title, row.status, row.last_seen.isoformat(timespec="seconds"),
+            row.severity,
+            row.asset,
+            "" if row.port is None else str(row.port),
+            row.kind,
+            row.rule_id,
+            row.title,
+            row.status,
+            row.last_seen.isoformat(timespec="seconds"),
         )
     console.print(table)
 

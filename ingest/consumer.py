@@ -14,6 +14,7 @@ duplicates by their event ids, so nothing is lost and nothing is doubled.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import socket
@@ -52,7 +53,6 @@ from observability.metrics import IngestMetrics
 log = structlog.get_logger("scanfleet.ingest")
 
 _AMQP_ERRORS = (pika.exceptions.AMQPError, OSError)
-_SHUTDOWN = object()
 
 
 class _StopRequested(Exception):
@@ -86,7 +86,7 @@ class Consumer:
         self._generation = 0
         self._pending: list[Delivery] = []
         self._pending_since = 0.0
-        self._to_writer: queue.Queue[object] = queue.Queue(maxsize=1)
+        self._to_writer: queue.Queue[tuple[int, list[Delivery]] | None] = queue.Queue(maxsize=1)
         self._from_writer: queue.Queue[BatchResult | BaseException] = queue.Queue()
         self._in_flight = 0
         self._writer_thread = threading.Thread(
@@ -110,7 +110,7 @@ class Consumer:
                 except _AMQP_ERRORS as exc:
                     self._lost_connection(exc)
         finally:
-            self._to_writer.put(_SHUTDOWN)
+            self._to_writer.put(None)
             self._writer_thread.join(timeout=30)
             self._writer.close()
             log.info("consumer_stopped", consumer=self._name)
@@ -164,19 +164,15 @@ class Consumer:
                 self._metrics.consumers_up.dec()
         finally:
             if connection.is_open:
-                try:
+                with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                     connection.close()
-                except _AMQP_ERRORS:
-                    pass
 
     def _on_message(
         self, method: pika.spec.Basic.Deliver, props: pika.BasicProperties, body: bytes
     ) -> None:
         if not self._pending:
             self._pending_since = time.monotonic()
-        self._pending.append(
-            Delivery(method.delivery_tag, body, method.routing_key, props.headers)
-        )
+        self._pending.append(Delivery(method.delivery_tag, body, method.routing_key, props.headers))
 
     def _hand_over(self, generation: int, *, force: bool) -> None:
         if not self._pending:
@@ -278,9 +274,9 @@ class Consumer:
     def _writer_loop(self) -> None:
         while True:
             item = self._to_writer.get()
-            if item is _SHUTDOWN:
+            if item is None:  # shut down
                 return
-            generation, deliveries = item  # type: ignore[misc]
+            generation, deliveries = item
             try:
                 result = self._process(generation, deliveries)
             except BaseException as exc:  # surfaced in the main thread

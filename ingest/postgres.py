@@ -68,16 +68,44 @@ _COPY = sql.SQL("COPY ingest_stage ({}) FROM STDIN (FORMAT BINARY)").format(
 
 #: PostgreSQL types of the staged columns, in order, for binary COPY.
 _STAGE_TYPES = (
-    "uuid", "uuid", "uuid", "text", "text", "timestamptz", "text", "text", "text", "text",
-    "text", "text", "text", "int4", "text", "jsonb", "text", "text", "text", "jsonb", "text",
-    "text", "text", "jsonb", "jsonb", "jsonb", "float8", "jsonb",
-    "int8", "timestamptz", "bool",
+    "uuid",
+    "uuid",
+    "uuid",
+    "text",
+    "text",
+    "timestamptz",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "int4",
+    "text",
+    "jsonb",
+    "text",
+    "text",
+    "text",
+    "jsonb",
+    "text",
+    "text",
+    "text",
+    "jsonb",
+    "jsonb",
+    "jsonb",
+    "float8",
+    "jsonb",
+    "int8",
+    "timestamptz",
+    "bool",
 )
 
 
 def _json_passthrough(value: object) -> str:
     """Records carry JSON already serialised; anything else is serialised here."""
     return value if isinstance(value, str) else orjson.dumps(value).decode()
+
 
 _DROP_DUPLICATES = """
 WITH fresh AS (

@@ -90,7 +90,7 @@ def ingest_metrics() -> IngestMetrics:
 
 def multiprocess_registry(directory: Path) -> CollectorRegistry:
     registry = CollectorRegistry()
-    prom_multiprocess.MultiProcessCollector(registry, path=str(directory))
+    prom_multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
     return registry
 
 
@@ -104,4 +104,4 @@ def serve_metrics(port: int, addr: str, registry: CollectorRegistry | None = Non
 
 def mark_process_dead(pid: int) -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        prom_multiprocess.mark_process_dead(pid)
+        prom_multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

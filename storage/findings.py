@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
@@ -49,7 +49,10 @@ class FindingRow:
         return data
 
 
-def _filtered(statement: Select[Any], flt: FindingFilter) -> Select[Any]:
+SelectT = TypeVar("SelectT", bound=Select)  # type: ignore[type-arg]
+
+
+def _filtered(statement: SelectT, flt: FindingFilter) -> SelectT:
     if flt.severities:
         statement = statement.where(Finding.severity.in_([s.value for s in flt.severities]))
     if flt.kinds:

@@ -124,9 +124,7 @@ def queue_depth(queue: str) -> int:
         connection.close()
 
 
-def publish(
-    topology: Topology, bodies: Iterable[bytes], routing_key: str = "finding.nmap"
-) -> int:
+def publish(topology: Topology, bodies: Iterable[bytes], routing_key: str = "finding.nmap") -> int:
     """Publish persistent messages with publisher confirms; returns how many."""
     connection, channel = broker_channel()
     channel.confirm_delivery()
@@ -146,7 +144,9 @@ def publish(
     return count
 
 
-def publish_backlog(topology: Topology, bodies: Iterable[bytes], routing_key: str = "finding.nmap") -> int:
+def publish_backlog(
+    topology: Topology, bodies: Iterable[bytes], routing_key: str = "finding.nmap"
+) -> int:
     """Publish persistent messages quickly (no per-message confirm) and wait until all
     are in the (not yet consumed) queue."""
     connection, channel = broker_channel()
@@ -233,8 +233,10 @@ class IngestProcess:
             cwd=REPO_ROOT,
         )
         wait_for(
-            lambda: self.log().count('"event":"consuming"') >= self.consumers
-            or self.process.poll() is not None,  # type: ignore[union-attr]
+            lambda: (
+                self.log().count('"event":"consuming"') >= self.consumers
+                or self.process.poll() is not None
+            ),  # type: ignore[union-attr]
             timeout=60,
             what="ingest consumers to start",
         )

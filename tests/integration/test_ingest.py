@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 def _counts(database_url: str) -> dict[str, int]:
     return {
-        table: int(scalar(database_url, f"SELECT count(*) FROM {table}"))  # noqa: S608
+        table: int(scalar(database_url, f"SELECT count(*) FROM {table}"))
         for table in ("findings", "observations", "ingested_events", "scans")
     }
 
@@ -62,8 +62,10 @@ def test_events_published_twice_leave_exactly_one_finding_and_observation_each(
         publish(topology, bodies)
         publish(topology, bodies)
         wait_for(
-            lambda: queue_depth(topology.queue) == 0
-            and scalar(database_url, "SELECT count(*) FROM ingested_events") == 1000,
+            lambda: (
+                queue_depth(topology.queue) == 0
+                and scalar(database_url, "SELECT count(*) FROM ingested_events") == 1000
+            ),
             timeout=60,
             what="both copies consumed",
         )
@@ -78,11 +80,14 @@ def test_events_published_twice_leave_exactly_one_finding_and_observation_each(
     assert counts["observations"] == 1000
     assert counts["ingested_events"] == 1000
     assert counts["scans"] == 1
-    assert scalar(
-        database_url,
-        "SELECT count(*) FROM (SELECT scan_id, finding_id FROM observations "
-        "GROUP BY 1, 2 HAVING count(*) > 1) d",
-    ) == 0
+    assert (
+        scalar(
+            database_url,
+            "SELECT count(*) FROM (SELECT scan_id, finding_id FROM observations "
+            "GROUP BY 1, 2 HAVING count(*) > 1) d",
+        )
+        == 0
+    )
     # The CLI reads the same truth.
     result = _cli(database_url, "findings", "count", "--json")
     assert result.returncode == 0, result.stderr
@@ -99,8 +104,7 @@ def test_resighting_in_a_later_scan_moves_last_seen_and_marks_changed_attributes
     first, second = uuid.uuid4(), uuid.uuid4()
     same = {"service": "ssh", "version": "9.2p1"}
     old = [
-        encode(make_event(i, first, observed_at=observed_at(2), attributes=same))
-        for i in range(10)
+        encode(make_event(i, first, observed_at=observed_at(2), attributes=same)) for i in range(10)
     ]
     new = [
         encode(
@@ -123,10 +127,11 @@ def test_resighting_in_a_later_scan_moves_last_seen_and_marks_changed_attributes
         ingest.stop()
     assert _counts(database_url)["findings"] == 10
     assert _counts(database_url)["observations"] == 20
-    assert scalar(database_url, "SELECT count(*) FROM findings WHERE last_scan_id = %s", (second,)) == 10
     assert (
-        scalar(database_url, "SELECT count(*) FROM findings WHERE last_seen > first_seen") == 10
+        scalar(database_url, "SELECT count(*) FROM findings WHERE last_scan_id = %s", (second,))
+        == 10
     )
+    assert scalar(database_url, "SELECT count(*) FROM findings WHERE last_seen > first_seen") == 10
     # The first 3 changed a volatile attribute: "updated" (updated_at moved), not new.
     assert scalar(database_url, "SELECT count(*) FROM findings WHERE updated_at > first_seen") == 3
     result = _cli(database_url, "findings", "list", "--json", "--limit", "50")
@@ -209,8 +214,16 @@ def test_killing_ingest_mid_batch_loses_no_event_and_duplicates_none(
     consumer_pids = ingest.kill()
     assert committed < total, "ingest finished before it could be killed; raise the total"
     # The consumers die with their supervisor (no orphan keeps consuming).
-    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
-                             for p in consumer_pids), 10, what="consumers to die")
+    wait_for(
+        lambda: (
+            not any(
+                psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+                for p in consumer_pids
+            )
+        ),
+        10,
+        what="consumers to die",
+    )
     partial = scalar(database_url, "SELECT count(*) FROM ingested_events")
     assert partial < total
     restarted = IngestProcess(database_url, topology, batch_size=100).start(tmp_path / "2.log")

@@ -34,8 +34,16 @@ def _restart_rabbitmq() -> None:
 def _restart_postgresql() -> None:
     versions = sorted(os.listdir("/etc/postgresql"))
     subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "restart",
-         "--", "-m", "fast"],
+        [
+            "pg_ctlcluster",
+            "--skip-systemctl-redirect",
+            versions[-1],
+            "main",
+            "restart",
+            "--",
+            "-m",
+            "fast",
+        ],
         check=True,
         capture_output=True,
         timeout=120,

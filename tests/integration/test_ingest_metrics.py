@@ -43,11 +43,9 @@ def _prometheus_binary() -> str:
 
 
 def _query(port: int, expression: str) -> float | None:
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode(
-        {"query": expression}
-    )
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(url, timeout=5) as response:
             data = json.load(response)
     except OSError:
         return None

@@ -15,8 +15,15 @@ from storage.migrate import current_revision, downgrade, head_revision, upgrade
 from storage.models import Base
 
 TABLES = {
-    "assets", "scans", "tasks", "findings", "observations", "ingested_events", "artifacts",
-    "audit_log", "alembic_version",
+    "assets",
+    "scans",
+    "tasks",
+    "findings",
+    "observations",
+    "ingested_events",
+    "artifacts",
+    "audit_log",
+    "alembic_version",
 }
 
 
