@@ -74,6 +74,10 @@ def decode_batch(
         except InvalidMessage as exc:
             dead.append(DeadLetter(delivery, exc.reason, exc.kind))
             continue
+        except Exception as exc:  # a message must never block the queue behind it
+            reason = f"unexpected error decoding the event: {exc!r}"
+            dead.append(DeadLetter(delivery, reason, "internal"))
+            continue
         if record.event_id in seen:
             duplicates += 1
             continue
@@ -108,6 +112,8 @@ def process_batch(
     max_message_bytes: int,
     write: Callable[[Sequence[IngestRecord]], BatchOutcome] | None = None,
 ) -> BatchResult:
+    if not deliveries:
+        raise ValueError("process_batch needs at least one delivery")
     good, dead, in_batch_duplicates = decode_batch(deliveries, max_message_bytes)
     outcome, rejected = write_isolating(write or writer.write, good)
     outcome = _add(outcome, BatchOutcome(in_batch_duplicates, in_batch_duplicates, 0, 0, 0))

@@ -134,4 +134,8 @@ def to_record(event: FindingEvent) -> IngestRecord:
 
 def record_from_body(body: bytes) -> IngestRecord:
     """Decode, validate and flatten; raises :class:`InvalidMessage` for a bad message."""
-    return to_record(decode_event(body))
+    event = decode_event(body)
+    try:
+        return to_record(event)
+    except (TypeError, ValueError) as exc:  # e.g. orjson: "Integer exceeds 64-bit range"
+        raise InvalidMessage(f"cannot be stored: {exc}", kind="validation") from exc

@@ -21,6 +21,11 @@ ORIGINAL_KEY_HEADER = "x-scanfleet-original-routing-key"
 DEAD_LETTERED_AT_HEADER = "x-scanfleet-dead-lettered-at"
 
 
+#: Classic queues, version 2 (RabbitMQ >= 3.10; older brokers ignore the argument): its
+#: index halves the broker's CPU per persistent message delivered and acked.
+QUEUE_ARGUMENTS: dict[str, object] = {"x-queue-version": 2}
+
+
 @dataclass(frozen=True)
 class FindingsTopology:
     exchange: str
@@ -47,12 +52,12 @@ def declare_exchange(channel: BlockingChannel, exchange: str) -> None:
 def declare(channel: BlockingChannel, topology: FindingsTopology) -> None:
     declare_exchange(channel, topology.exchange)
     channel.exchange_declare(topology.dead_letter_exchange, exchange_type="fanout", durable=True)
-    channel.queue_declare(topology.dead_letter_queue, durable=True)
+    channel.queue_declare(topology.dead_letter_queue, durable=True, arguments=QUEUE_ARGUMENTS)
     channel.queue_bind(topology.dead_letter_queue, topology.dead_letter_exchange)
     channel.queue_declare(
         topology.queue,
         durable=True,
-        arguments={"x-dead-letter-exchange": topology.dead_letter_exchange},
+        arguments={**QUEUE_ARGUMENTS, "x-dead-letter-exchange": topology.dead_letter_exchange},
     )
     channel.queue_bind(topology.queue, topology.exchange, routing_key=topology.binding_key)
 

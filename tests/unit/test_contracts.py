@@ -163,8 +163,8 @@ def test_ip_given_as_a_json_number_is_refused() -> None:
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
-        ("::FFFF:127.0.0.1", "::ffff:127.0.0.1"),
-        ("0:0:0:0:0:ffff:7f00:1", "::ffff:127.0.0.1"),
+        ("::FFFF:127.0.0.1", "127.0.0.1"),  # IPv4-mapped is the IPv4 address
+        ("0:0:0:0:0:ffff:7f00:1", "127.0.0.1"),
         ("0:0:0:0:0:0:0:1", "::1"),
         ("FE80::1", "fe80::1"),
         (" 127.0.0.1 ", "127.0.0.1"),
@@ -259,3 +259,14 @@ def test_severity_rank_orders_info_low_medium_high_critical() -> None:
     assert ranks == sorted(ranks)
     assert len(set(ranks)) == len(ranks)
     assert [s.value for s in sorted(Severity, key=lambda s: s.rank)] == expected
+
+
+@pytest.mark.parametrize("stem", sorted(MESSAGES))
+def test_every_example_validates_against_its_exported_json_schema(stem: str) -> None:
+    """What another service sees: the committed JSON Schema accepts the committed example."""
+    import jsonschema
+
+    schema = json.loads((SCHEMA_DIR / f"{stem}.json").read_text())
+    example = json.loads((EXAMPLE_DIR / f"{stem}.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(example)
