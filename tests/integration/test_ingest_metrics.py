@@ -106,3 +106,45 @@ def test_prometheus_scrapes_ingest_counters_and_histograms(
         ingest.stop()
         prometheus.terminate()
         prometheus.wait(timeout=30)
+
+
+def test_shipped_alert_rules_and_prometheus_config_pass_promtool() -> None:
+    """The rules in observability/alerts and the compose Prometheus config are valid."""
+    _prometheus_binary()
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool ships with the prometheus package"
+    root = Path(__file__).resolve().parents[2] / "observability"
+    rules = subprocess.run(
+        [promtool, "check", "rules", str(root / "alerts" / "ingest.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+    assert "SUCCESS: 5 rules found" in rules.stdout
+    config = subprocess.run(
+        [promtool, "check", "config", str(root / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert config.returncode == 0, config.stdout + config.stderr
+
+
+def test_dashboard_queries_only_metrics_that_ingest_exports() -> None:
+    """Every scanfleet_* series the Grafana dashboard and the alerts use exists."""
+    import re
+
+    from observability.metrics import ingest_metrics
+
+    root = Path(__file__).resolve().parents[2] / "observability"
+    exported = set()
+    for metric in ingest_metrics().__dict__.values():
+        for family in metric.describe():
+            exported.add(family.name)
+            exported.update({f"{family.name}_{s}" for s in ("total", "bucket", "sum", "count")})
+    used = set(re.findall(r"scanfleet_[a-z_]+", (root / "dashboards" / "ingest.json").read_text()))
+    used |= set(re.findall(r"scanfleet_[a-z_]+", (root / "alerts" / "ingest.yml").read_text()))
+    used = {name for name in used if name != "scanfleet_ingest"}
+    assert used, "the dashboard queries no scanfleet metric"
+    assert used <= exported, f"unknown metrics: {sorted(used - exported)}"
