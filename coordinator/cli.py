@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import orjson
@@ -24,8 +26,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 findings_app = typer.Typer(help="Query deduplicated findings.", no_args_is_help=True)
+scans_app = typer.Typer(help="Scans and their state.", no_args_is_help=True)
+tasks_app = typer.Typer(help="Tasks of a scan.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(findings_app, name="findings")
+app.add_typer(scans_app, name="scans")
+app.add_typer(tasks_app, name="tasks")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -188,6 +194,296 @@ def findings_count(
     for name, value in counts.by_severity.items():
         table.add_row(name, str(value))
     console.print(table)
+
+
+def _broker_url() -> str | None:
+    from ingest.settings import get_broker_settings
+
+    return get_broker_settings().broker_url
+
+
+def _parse_scan_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError as exc:
+        raise ConfigError(f"not a scan id: {value!r}") from exc
+
+
+@app.command("scan")
+def scan(
+    targets: Annotated[
+        list[str] | None, typer.Argument(help="IPs, CIDRs, host names, URLs")
+    ] = None,
+    tools: Annotated[str | None, typer.Option(help="Comma-separated tools")] = None,
+    scope: Annotated[
+        list[str] | None, typer.Option("--scope", help="Allowed CIDR/host/*.domain; repeatable")
+    ] = None,
+    targets_file: Annotated[Path | None, typer.Option(help="One target per line")] = None,
+    wait: Annotated[bool | None, typer.Option("--wait/--no-wait", help="Follow the scan")] = None,
+    as_json: JsonOpt = False,
+    time_limit: Annotated[int, typer.Option(help="Seconds per task", min=1)] = 300,
+    ports: Annotated[
+        str | None, typer.Option(help="Ports for nmap and tcp-ports, e.g. 22,80,8000-8100")
+    ] = None,
+) -> None:
+    """Scan TARGETs: plan target x tool, check scope, run, and summarise the findings."""
+    from coordinator import scan_command as sc
+    from observability.logging import configure_logging
+
+    configure_logging("WARNING")
+    target_list = sc.read_targets(targets or [], targets_file)
+    scope_value = sc.scope_from(scope)
+    broker_url = _broker_url()
+    embedded = broker_url is None
+    tool_list = [t.strip() for t in tools.split(",") if t.strip()] if tools else None
+    tool_list = tool_list or sc.default_tools(embedded)
+    out = Console(stderr=True)
+    follow = sc.is_terminal() if wait is None else wait
+    database_url = _database_url()
+    options = {"nmap": {"ports": ports}, "tcp-ports": {"ports": ports}} if ports else None
+    if embedded:
+        summary, refusals = sc.run_embedded(
+            database_url,
+            target_list,
+            tool_list,
+            scope_value,
+            out,
+            show_progress=follow and not as_json,
+            time_limit_s=time_limit,
+            options=options,
+        )
+        tasks_created = summary.tasks_total
+    else:
+        from coordinator.dispatch import dispatch
+        from coordinator.publisher import WindowedTaskPublisher
+
+        assert broker_url is not None
+        publisher = WindowedTaskPublisher(broker_url)
+        publish = publisher.publish
+
+        result = dispatch(
+            database_url,
+            target_list,
+            tool_list,
+            scope_value,
+            publish,
+            time_limit_s=time_limit,
+            target_list=target_list,
+            options=options,
+        )
+        publisher.close()
+        if not follow:
+            if as_json:
+                _print_json(
+                    {
+                        "scan_id": str(result.scan_id),
+                        "tasks": result.tasks,
+                        "refusals": result.refusals,
+                    }
+                )
+            else:
+                console.print(f"scan {result.scan_id}: {result.tasks} task(s) queued")
+                for refusal in result.refusals:
+                    console.print(f"[yellow]refused[/yellow] {refusal}")
+            return
+        summary = sc.wait_for_scan(database_url, result.scan_id, out, show_progress=not as_json)
+        refusals, tasks_created = result.refusals, result.tasks
+    data = sc.summary_json(database_url, summary, refusals)
+    if as_json:
+        _print_json(data)
+    else:
+        sc.print_summary(console, data)
+    if tasks_created == 0 and refusals:
+        raise typer.Exit(2)
+    raise typer.Exit(sc.exit_code(summary.status))
+
+
+@app.command("demo")
+def demo(as_json: JsonOpt = False) -> None:
+    """Start weak services on loopback, scan them with the embedded fleet, show findings."""
+    from coordinator import scan_command as sc
+    from coordinator.demo import demo_services
+    from coordinator.scope import LOOPBACK_SCOPE, Scope
+    from observability.logging import configure_logging
+    from storage.settings import StorageSettings
+
+    configure_logging("WARNING")
+    # The demo always runs embedded, on the default SQLite database.
+    database_url = StorageSettings(database_url=None).effective_database_url
+    out = Console(stderr=True)
+    with demo_services() as services:
+        if not as_json:
+            console.print(
+                f"demo services: {services.http_url} (no security headers), "
+                f"{services.https_url} (expired self-signed certificate), "
+                f"127.0.0.1:{services.extra_port} (extra open port)"
+            )
+        ports = services.ports
+        summary, refusals = sc.run_embedded(
+            database_url,
+            services.targets,
+            sc.default_tools(embedded=True),
+            Scope.parse(LOOPBACK_SCOPE),
+            out,
+            show_progress=not as_json,
+            time_limit_s=120,
+            options={"nmap": {"ports": ports}, "tcp-ports": {"ports": ports}},
+        )
+    data = sc.summary_json(database_url, summary, refusals)
+    if as_json:
+        _print_json(data)
+    else:
+        sc.print_summary(console, data)
+    raise typer.Exit(sc.exit_code(summary.status))
+
+
+@scans_app.command("list")
+def scans_list(
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 50, as_json: JsonOpt = False
+) -> None:
+    """Recent scans, newest first."""
+    from storage.database import session_scope
+    from storage.scans import list_scans
+
+    with session_scope(_database_url()) as session:
+        rows = list_scans(session, limit)
+    if as_json:
+        _print_json([r.to_json() for r in rows])
+        return
+    table = Table(title=f"{len(rows)} scan(s)")
+    for column in ("id", "status", "origin", "tasks", "findings", "created"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            str(r.id),
+            r.status,
+            r.origin,
+            str(r.tasks_total),
+            str(r.findings),
+            r.created_at.isoformat(timespec="seconds"),
+        )
+    console.print(table)
+
+
+@scans_app.command("show")
+def scans_show(scan_id: str, as_json: JsonOpt = False) -> None:
+    """One scan: state, tasks by state, tool versions, config hash, refusals."""
+    from storage.database import session_scope
+    from storage.scans import scan_summary
+
+    with session_scope(_database_url()) as session:
+        summary = scan_summary(session, _parse_scan_id(scan_id))
+    if summary is None:
+        raise ConfigError(f"no scan {scan_id}")
+    if as_json:
+        _print_json(summary.to_json())
+        return
+    for key, value in summary.to_json().items():
+        console.print(f"[bold]{key}[/bold]: {value}")
+
+
+@tasks_app.command("list")
+def tasks_list(
+    scan: Annotated[str, typer.Option("--scan", help="Scan id")], as_json: JsonOpt = False
+) -> None:
+    """The tasks of a scan with target, tool, state, attempts, times and exit status."""
+    from coordinator.scan_command import task_json
+    from storage.database import session_scope
+    from storage.scans import list_tasks
+
+    with session_scope(_database_url()) as session:
+        rows = [task_json(t) for t in list_tasks(session, _parse_scan_id(scan))]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title=f"{len(rows)} task(s)")
+    for column in ("target", "tool", "state", "attempts", "started", "finished", "exit", "reason"):
+        table.add_column(column)
+    for t in rows:
+        table.add_row(
+            t["target"],
+            t["tool"],
+            t["state"],
+            str(t["attempts"]),
+            t["started_at"] or "",
+            t["finished_at"] or "",
+            "" if t["exit_code"] is None else str(t["exit_code"]),
+            t["reason"] or "",
+        )
+    console.print(table)
+
+
+@app.command("worker")
+def worker(
+    pool: Annotated[list[str] | None, typer.Option("--pool", help="Repeatable")] = None,
+    threads: Annotated[int, typer.Option(min=1, max=256)] = 4,
+) -> None:
+    """Run tasks from RabbitMQ (dramatiq) with the tools installed here."""
+    import signal
+    import threading
+
+    import dramatiq
+    import structlog
+
+    from coordinator.transport import POOLS, rabbitmq_broker, task_queue
+    from ingest.settings import get_broker_settings
+    from observability.logging import configure_logging
+    from storage.artifacts import open_store
+    from storage.settings import get_settings
+    from workers.actors import register_actors
+    from workers.events import RabbitSink
+    from workers.execute import execute
+    from workers.tools.registry import available_tools
+
+    configure_logging("INFO")
+    broker_url = _broker_url()
+    if not broker_url:
+        raise ConfigError("scanfleet worker needs SCANFLEET_BROKER_URL (amqp://...)")
+    from coordinator import scan_command as sc
+    from coordinator.settings import get_scan_settings
+
+    pools = pool or list(POOLS)
+    broker = rabbitmq_broker(broker_url)
+    dramatiq.set_broker(broker)
+    sink = RabbitSink(
+        broker_url,
+        get_broker_settings().findings_exchange,
+        get_scan_settings().task_exchange_events,
+    )
+    store = open_store(get_settings().effective_artifact_url)
+    scope = sc.scope_from(None)
+    register_actors(
+        broker, lambda task: execute(task, sink=sink, artifacts=store, scope=scope), pools
+    )
+    log = structlog.get_logger("scanfleet.worker")
+    log.info("worker_started", pools=pools, threads=threads, tools=available_tools())
+    # Prefetch equal to the threads: a worker holds no task it cannot start at once.
+    dramatiq_worker = dramatiq.Worker(
+        broker, queues={task_queue(p) for p in pools}, worker_threads=threads
+    )
+    dramatiq_worker.queue_prefetch = threads
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    dramatiq_worker.start()
+    stop.wait()
+    log.info("worker_stopping")
+    dramatiq_worker.stop()
+    broker.close()
+
+
+@app.command("coordinator")
+def coordinator_service() -> None:
+    """Consume task events; move tasks and scans to their end states."""
+    from coordinator.service import serve
+    from observability.logging import configure_logging
+
+    configure_logging("INFO")
+    broker_url = _broker_url()
+    database_url = _database_url()
+    if not broker_url:
+        raise ConfigError("scanfleet coordinator needs SCANFLEET_BROKER_URL (amqp://...)")
+    serve(broker_url, database_url)
 
 
 def main() -> None:

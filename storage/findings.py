@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,7 +63,8 @@ def _filtered(statement: SelectT, flt: FindingFilter) -> SelectT:
     if flt.asset:
         statement = statement.where(Asset.key == flt.asset.lower())
     if flt.scan_id:
-        seen_in_scan = select(Observation.finding_id).where(Observation.scan_id == flt.scan_id)
+        scan_id = uuid.UUID(str(flt.scan_id))
+        seen_in_scan = select(Observation.finding_id).where(Observation.scan_id == scan_id)
         statement = statement.where(Finding.id.in_(seen_in_scan))
     return statement
 

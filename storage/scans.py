@@ -1,0 +1,234 @@
+"""Queries of the scans aggregate: scans, their tasks, and their lifecycle."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from contracts.task import TaskEvent, TaskEventType, TaskStatus
+from storage.models import IngestedEvent, Observation, Scan, Task
+
+FINAL_TASK_STATES = [s.value for s in TaskStatus if s.final]
+
+
+def create_scan(
+    session: Session,
+    scan_id: uuid.UUID,
+    *,
+    targets: list[str],
+    tools: list[str],
+    profile: str = "default",
+    requested_by: str | None = None,
+    request_id: uuid.UUID | None = None,
+    labels: dict[str, str] | None = None,
+    config_hash: str | None = None,
+) -> Scan:
+    scan = Scan(
+        id=scan_id,
+        origin="scanfleet",
+        status="running",
+        profile=profile,
+        request_id=request_id,
+        requested_by=requested_by,
+        targets=targets[:1000],
+        tools=tools,
+        labels=labels or {},
+        config_hash=config_hash,
+        created_at=datetime.now(UTC),
+        started_at=datetime.now(UTC),
+    )
+    session.add(scan)
+    session.flush()
+    return scan
+
+
+def add_tasks(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(Task), list(rows))
+
+
+def record_refusals(session: Session, scan_id: uuid.UUID, refusals: list[str]) -> None:
+    if refusals:
+        session.execute(
+            update(Scan).where(Scan.id == scan_id).values(reason="; ".join(refusals)[:8000])
+        )
+
+
+def apply_task_event(session: Session, event: TaskEvent) -> Task | None:
+    """Move a task along its lifecycle; stale or repeated events change nothing."""
+    task = session.get(Task, event.task_id, with_for_update=True)
+    if task is None:
+        return None
+    if task.status in FINAL_TASK_STATES:
+        return task
+    if event.type is TaskEventType.STARTED:
+        task.status = TaskStatus.RUNNING.value
+        task.started_at = event.at
+        task.attempts = max(task.attempts, event.attempt)
+        task.worker = event.worker
+        if event.argv is not None:
+            task.argv = event.argv
+    elif event.type is TaskEventType.FINISHED:
+        task.status = (event.status or TaskStatus.FAILED).value
+        task.finished_at = event.at
+        task.started_at = task.started_at or event.at
+        task.exit_code = event.exit_code
+        task.reason = event.reason
+        task.findings_count = event.findings_count
+        task.artifact_ref = event.artifact_ref
+        task.worker = event.worker or task.worker
+        if event.tool is not None:
+            task.tool_version = event.tool.version
+        if event.config_hash is not None:
+            task.config_hash = event.config_hash
+        if event.argv is not None:
+            task.argv = event.argv
+        if event.status is not TaskStatus.SUCCEEDED:
+            task.last_error = event.reason
+    session.flush()
+    return task
+
+
+def finish_scan_if_done(session: Session, scan_id: uuid.UUID) -> Scan | None:
+    """If every task of the scan is final, give the scan its end state; return it then."""
+    scan = session.get(Scan, scan_id, with_for_update=True)
+    if scan is None or scan.status not in ("running", "pending"):
+        return None
+    counts = dict(
+        session.execute(
+            select(Task.status, func.count()).where(Task.scan_id == scan_id).group_by(Task.status)
+        ).all()
+    )
+    if any(status not in FINAL_TASK_STATES for status in counts):
+        return None
+    total = sum(counts.values())
+    succeeded = counts.get(TaskStatus.SUCCEEDED.value, 0)
+    if counts.get(TaskStatus.CANCELLED.value):
+        scan.status = "cancelled"
+    elif succeeded == total:
+        scan.status = "completed"
+    elif succeeded == 0:
+        scan.status = "failed"
+    else:
+        scan.status = "partial"
+    versions = dict(
+        session.execute(
+            select(Task.tool, func.max(Task.tool_version))
+            .where(Task.scan_id == scan_id)
+            .group_by(Task.tool)
+        ).all()
+    )
+    scan.tool_versions = {k: v for k, v in versions.items() if v}
+    scan.finished_at = datetime.now(UTC)
+    session.flush()
+    return scan
+
+
+@dataclass(frozen=True)
+class ScanSummary:
+    id: uuid.UUID
+    status: str
+    origin: str
+    created_at: datetime
+    finished_at: datetime | None
+    tasks: dict[str, int]
+    findings: int
+    events: int
+    reason: str | None
+    tools: list[str]
+    tool_versions: dict[str, str]
+    config_hash: str | None
+    targets: list[str]
+
+    @property
+    def tasks_total(self) -> int:
+        return sum(self.tasks.values())
+
+    def to_json(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["id"] = str(self.id)
+        data["created_at"] = self.created_at.isoformat()
+        data["finished_at"] = self.finished_at.isoformat() if self.finished_at else None
+        return data
+
+
+def scan_summary(session: Session, scan_id: uuid.UUID) -> ScanSummary | None:
+    scan = session.get(Scan, scan_id)
+    if scan is None:
+        return None
+    tasks = dict(
+        session.execute(
+            select(Task.status, func.count()).where(Task.scan_id == scan_id).group_by(Task.status)
+        ).all()
+    )
+    findings = session.scalar(
+        select(func.count()).select_from(Observation).where(Observation.scan_id == scan_id)
+    )
+    events = session.scalar(
+        select(func.count()).select_from(IngestedEvent).where(IngestedEvent.scan_id == scan_id)
+    )
+    return ScanSummary(
+        id=scan.id,
+        status=scan.status,
+        origin=scan.origin,
+        created_at=scan.created_at,
+        finished_at=scan.finished_at,
+        tasks={str(k): int(v) for k, v in tasks.items()},
+        findings=int(findings or 0),
+        events=int(events or 0),
+        reason=scan.reason,
+        tools=list(scan.tools or []),
+        tool_versions=dict(scan.tool_versions or {}),
+        config_hash=scan.config_hash,
+        targets=list(scan.targets or []),
+    )
+
+
+def list_scans(session: Session, limit: int = 50) -> list[ScanSummary]:
+    ids = session.scalars(select(Scan.id).order_by(Scan.created_at.desc()).limit(limit)).all()
+    return [s for s in (scan_summary(session, i) for i in ids) if s is not None]
+
+
+def list_tasks(session: Session, scan_id: uuid.UUID) -> list[Task]:
+    return list(
+        session.scalars(
+            select(Task)
+            .where(Task.scan_id == scan_id)
+            .order_by(Task.created_at, Task.target, Task.tool)
+        )
+    )
+
+
+def expected_events(session: Session, scan_id: uuid.UUID) -> int:
+    return int(
+        session.scalar(
+            select(func.coalesce(func.sum(Task.findings_count), 0)).where(Task.scan_id == scan_id)
+        )
+        or 0
+    )
+
+
+def task_rows(
+    scan_id: uuid.UUID, planned: Iterable[tuple[uuid.UUID, str, str, str, dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    return [
+        {
+            "id": task_id,
+            "scan_id": scan_id,
+            "target": target,
+            "tool": tool,
+            "pool": pool,
+            "status": TaskStatus.PENDING.value,
+            "attempts": 0,
+            "options": options,
+            "created_at": now,
+        }
+        for task_id, target, tool, pool, options in planned
+    ]

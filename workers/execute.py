@@ -1,0 +1,214 @@
+"""Running one task: the framework around a tool plugin.
+
+Check the target again (parse, scope after DNS resolution), probe the tool, run it with
+a hard time limit, keep its raw output as an artifact, parse it, publish every finding,
+then report how the task ended. The task message is acked by dramatiq only after this
+returns, so a worker lost midway loses nothing: the task runs again and its events,
+whose ids derive from the task and the fingerprint, are recognised as duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+
+from contracts.errors import ScanfleetError
+from contracts.events import FindingEvent
+from contracts.finding import ToolInfo
+from contracts.fingerprint import fingerprint
+from contracts.task import TaskEvent, TaskEventType, TaskMessage, TaskStatus
+from coordinator.scope import Scope
+from coordinator.targets import TargetRefused, parse_target
+from storage.artifacts import ArtifactStore
+from workers.events import EventSink
+from workers.runners.subprocess import run
+from workers.tools.base import RunContext, Target, ToolError
+from workers.tools.registry import get_tool
+
+log = structlog.get_logger("scanfleet.worker")
+
+WORKER_ID = f"{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
+
+
+def config_hash(tool: str, version: str, options: dict[str, Any], argv: list[str] | None) -> str:
+    material = {"tool": tool, "version": version, "options": options, "argv": argv}
+    return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class _Outcome(Exception):
+    def __init__(self, status: TaskStatus, reason: str, exit_code: int | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.exit_code = exit_code
+
+
+def _collect_with_limit(tool: Any, ctx: RunContext) -> bytes:
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["raw"] = tool.collect(ctx)
+        except BaseException as exc:  # surfaced below
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"collect-{tool.name}", daemon=True)
+    thread.start()
+    thread.join(ctx.time_limit_s)
+    if thread.is_alive():
+        raise _Outcome(TaskStatus.TIMED_OUT, f"timed out after {ctx.time_limit_s:g}s")
+    if "error" in result:
+        error = result["error"]
+        if isinstance(error, ScanfleetError):
+            raise _Outcome(TaskStatus.FAILED, str(error)) from error
+        raise _Outcome(TaskStatus.FAILED, f"{tool.name} crashed: {error!r}") from error
+    return bytes(result["raw"])
+
+
+def execute(
+    task: TaskMessage,
+    *,
+    sink: EventSink,
+    artifacts: ArtifactStore,
+    scope: Scope,
+    cancel: threading.Event | None = None,
+) -> TaskEvent:
+    """Run ``task`` and return the finished event it published."""
+    with structlog.contextvars.bound_contextvars(
+        scan_id=str(task.scan_id), task_id=str(task.task_id), target=task.target, tool=task.tool
+    ):
+        return _execute(task, sink=sink, artifacts=artifacts, scope=scope, cancel=cancel)
+
+
+def _execute(
+    task: TaskMessage,
+    *,
+    sink: EventSink,
+    artifacts: ArtifactStore,
+    scope: Scope,
+    cancel: threading.Event | None,
+) -> TaskEvent:
+    def event(kind: TaskEventType, **fields: Any) -> TaskEvent:
+        return TaskEvent(
+            task_id=task.task_id,
+            scan_id=task.scan_id,
+            type=kind,
+            at=datetime.now(UTC),
+            worker=WORKER_ID,
+            attempt=task.attempt,
+            **fields,
+        )
+
+    sink.task_event(event(TaskEventType.STARTED))
+    argv: list[str] | None = None
+    version = "unknown"
+    artifact_ref: str | None = None
+    published = 0
+    try:
+        targets = list(parse_target(task.target))
+        if len(targets) != 1:
+            raise _Outcome(TaskStatus.FAILED, "a task carries exactly one target")
+        parsed = targets[0]
+        checked = scope.check(parsed)
+        # Connect to the address that was checked, not to a fresh lookup of the name.
+        pinned_ip = parsed.ip or (checked[0] if checked else None)
+        tool = get_tool(task.tool)
+        version = tool.version()
+        ctx = RunContext(
+            target=Target(host=parsed.host, ip=pinned_ip, port=parsed.port, url=parsed.url),
+            time_limit_s=float(task.time_limit_s),
+            rps=task.rps,
+            options=dict(task.options),
+        )
+        invocation = tool.invocation(ctx)
+        if invocation is not None:
+            argv = list(invocation.argv)
+            log.info("tool_started", argv=argv)
+            result = run(argv, timeout_s=task.time_limit_s, cancel=cancel)
+            raw = result.stdout
+            media_type = invocation.media_type
+            if result.cancelled:
+                raise _Outcome(TaskStatus.CANCELLED, "cancelled", result.exit_code)
+            if result.timed_out:
+                raise _Outcome(
+                    TaskStatus.TIMED_OUT, f"killed at its time limit of {task.time_limit_s}s"
+                )
+            if result.exit_code not in invocation.ok_exit_codes:
+                tail = result.stderr.decode(errors="replace").strip()[-500:]
+                raise _Outcome(
+                    TaskStatus.FAILED,
+                    f"{tool.name} exited with {result.exit_code}: {tail or 'no error output'}",
+                    result.exit_code,
+                )
+        else:
+            raw = _collect_with_limit(tool, ctx)
+            media_type = "application/json"
+        stored = artifacts.put(raw, media_type=media_type)
+        artifact_ref = stored.ref
+        try:
+            findings = tool.parse(raw, ctx)
+        except ToolError as exc:
+            raise _Outcome(TaskStatus.FAILED, f"unparsable {tool.name} output: {exc}") from exc
+        tool_info = ToolInfo(name=tool.name, version=version)
+        observed = datetime.now(UTC)
+        events = [
+            FindingEvent(
+                event_id=uuid.uuid5(task.task_id, fingerprint(finding)),
+                scan_id=task.scan_id,
+                task_id=task.task_id,
+                tool=tool_info,
+                observed_at=observed,
+                finding=finding,
+            )
+            for finding in findings
+        ]
+        sink.findings(events)
+        published = len(events)
+        finished = event(
+            TaskEventType.FINISHED,
+            status=TaskStatus.SUCCEEDED,
+            exit_code=0,
+            findings_count=published,
+        )
+    except _Outcome as outcome:
+        finished = event(
+            TaskEventType.FINISHED,
+            status=outcome.status,
+            exit_code=outcome.exit_code,
+            reason=outcome.reason,
+            findings_count=published,
+        )
+    except TargetRefused as exc:
+        finished = event(
+            TaskEventType.FINISHED, status=TaskStatus.FAILED, reason=str(exc), findings_count=0
+        )
+    except ScanfleetError as exc:
+        finished = event(
+            TaskEventType.FINISHED,
+            status=TaskStatus.FAILED,
+            reason=str(exc),
+            findings_count=published,
+        )
+    finished = finished.model_copy(
+        update={
+            "tool": ToolInfo(name=task.tool, version=version),
+            "config_hash": config_hash(task.tool, version, dict(task.options), argv),
+            "artifact_ref": artifact_ref,
+            "argv": argv,
+        }
+    )
+    sink.task_event(finished)
+    log.info(
+        "task_finished",
+        status=finished.status.value if finished.status else None,
+        findings=published,
+        reason=finished.reason,
+    )
+    return finished

@@ -1,0 +1,1 @@
+"""Runners execute a tool invocation: subprocess today; container and sandbox next."""

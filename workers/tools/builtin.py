@@ -1,0 +1,13 @@
+"""What built-in checks (tools that run inside the worker) have in common: their version."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+
+def builtin_version() -> str:
+    """``builtin-<scanfleet version>``: a built-in check changes with the distribution."""
+    try:
+        return f"builtin-{metadata.version('scanfleet')}"
+    except metadata.PackageNotFoundError:
+        return "builtin"
