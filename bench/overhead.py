@@ -29,14 +29,14 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 
-from common import BROKER_URL, drop_database, fresh_database  # noqa: E402
+from common import BROKER_URL, drop_database, fresh_database
 
-from coordinator.dispatch import dispatch  # noqa: E402
-from coordinator.publisher import WindowedTaskPublisher  # noqa: E402
-from coordinator.scope import LOOPBACK_SCOPE, Scope  # noqa: E402
-from storage.migrate import upgrade  # noqa: E402
-from workers.tools.base import RunContext, Target  # noqa: E402
-from workers.tools.registry import get_tool  # noqa: E402
+from coordinator.dispatch import dispatch
+from coordinator.publisher import WindowedTaskPublisher
+from coordinator.scope import LOOPBACK_SCOPE, Scope
+from storage.migrate import upgrade
+from workers.tools.base import RunContext, Target
+from workers.tools.registry import get_tool
 
 
 def listener() -> tuple[socket.socket, threading.Event]:
