@@ -166,6 +166,13 @@ def print_summary(console: Console, data: dict[str, Any]) -> None:
         f"scan [bold]{scan['id']}[/bold]: [bold]{scan['status']}[/bold], "
         f"{sum(scan['tasks'].values())} task(s), {len(data['findings'])} finding(s)"
     )
+    per_tool: dict[str, int] = {}
+    for task in data["tasks"]:
+        per_tool[task["tool"]] = per_tool.get(task["tool"], 0) + (task["findings"] or 0)
+    if per_tool:
+        console.print(
+            "reported by tool: " + ", ".join(f"{k} {v}" for k, v in sorted(per_tool.items()))
+        )
     for refusal in data["refusals"]:
         console.print(f"[yellow]refused[/yellow] {refusal}")
     failed = [t for t in data["tasks"] if t["state"] not in ("succeeded",)]
