@@ -135,3 +135,22 @@ def events(distinct: int, sightings: int, seed: int = 7) -> Iterator[bytes]:
                     "finding": finding,
                 }
             )
+
+
+def create_vhost() -> tuple[str, str]:
+    """A RabbitMQ vhost of the benchmark's own (guest may use it); returns (name, URL)."""
+    import subprocess
+
+    name = f"scanfleet-bench-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+        check=True,
+    )
+    return name, BROKER_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def delete_vhost(name: str) -> None:
+    import subprocess
+
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], check=False)

@@ -32,7 +32,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 
-from common import BROKER_URL, drop_database, fresh_database
+from common import create_vhost, delete_vhost, drop_database, fresh_database
 
 from contracts.task import TaskMessage
 from coordinator.dispatch import dispatch
@@ -46,10 +46,6 @@ def addresses(n: int) -> Iterator[str]:
     first = int(ipaddress.ip_address("127.1.0.1"))
     for i in range(n):
         yield str(ipaddress.ip_address(first + i))
-
-
-def vhost_url(vhost: str) -> str:
-    return BROKER_URL.rsplit("/", 1)[0] + "/" + vhost
 
 
 def sample_size() -> int:
@@ -135,14 +131,8 @@ def main() -> None:
     from observability.logging import configure_logging
 
     configure_logging("WARNING")
-    import subprocess
 
-    vhost = f"scanfleet-bench-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
-    subprocess.run(
-        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True
-    )
-    url = vhost_url(vhost)
+    vhost, url = create_vhost()
     db_name = "scanfleet_bench_dispatch"
     try:
         size = sample_size()
@@ -174,7 +164,7 @@ def main() -> None:
         }
         print(json.dumps(report, indent=2))
     finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
+        delete_vhost(vhost)
         drop_database(db_name)
 
 

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
@@ -29,7 +28,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 
-from common import BROKER_URL, drop_database, fresh_database
+from common import create_vhost, delete_vhost, drop_database, fresh_database
 
 from coordinator.dispatch import dispatch
 from coordinator.publisher import WindowedTaskPublisher
@@ -107,12 +106,7 @@ def main() -> None:
     from observability.logging import configure_logging
 
     configure_logging("WARNING")
-    vhost = f"scanfleet-bench-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
-    subprocess.run(
-        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True
-    )
-    broker_url = BROKER_URL.rsplit("/", 1)[0] + "/" + vhost
+    vhost, broker_url = create_vhost()
     db_name = "scanfleet_bench_overhead"
     db_url = fresh_database(db_name)
     upgrade(db_url)
@@ -148,7 +142,7 @@ def main() -> None:
             process.wait(timeout=60)
         stop.set()
         server.close()
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
+        delete_vhost(vhost)
         drop_database(db_name)
     direct_ms = statistics.median(direct) * 1000
     fleet_ms = statistics.median(fleet) * 1000

@@ -21,7 +21,7 @@ from psycopg.types.json import set_json_dumps
 
 from contracts.errors import TransientError
 from ingest.record import RECORD_COLUMNS, IngestRecord
-from ingest.writer import BatchOutcome, BatchRejected
+from ingest.writer import BatchOutcome, BatchRejected, batch_facts
 
 _STAGE_DDL = """
 CREATE TEMPORARY TABLE IF NOT EXISTS ingest_stage (
@@ -320,17 +320,7 @@ class PostgresBatchWriter:
     def write(self, records: Sequence[IngestRecord]) -> BatchOutcome:
         if not records:
             return BatchOutcome(0, 0, 0, 0, 0)
-        first_seen: dict[str, datetime] = {}
-        observation_of: dict[tuple[str, UUID], IngestRecord] = {}
-        for record in records:
-            fp = record.fingerprint
-            if fp not in first_seen or record.observed_at < first_seen[fp]:
-                first_seen[fp] = record.observed_at
-            key = (fp, record.scan_id)
-            kept = observation_of.get(key)
-            if kept is None or record.observed_at > kept.observed_at:
-                observation_of[key] = record
-        kept_events = {id(r) for r in observation_of.values()}
+        first_seen, kept_events = batch_facts(records)
         conn = self._connection()
         try:
             with conn.transaction(), conn.cursor() as cur:

@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import cast
-from uuid import UUID
 
 from sqlalchemy import (
     Boolean,
@@ -55,7 +54,7 @@ from sqlalchemy.schema import CreateTable
 
 from contracts.errors import TransientError
 from ingest.record import IngestRecord
-from ingest.writer import BatchOutcome, BatchRejected
+from ingest.writer import BatchOutcome, BatchRejected, batch_facts
 from storage.database import get_engine
 from storage.models import Asset, Finding, IngestedEvent, Observation, Scan
 
@@ -372,18 +371,7 @@ class SqliteBatchWriter:
     def write(self, records: Sequence[IngestRecord]) -> BatchOutcome:
         if not records:
             return BatchOutcome(0, 0, 0, 0, 0)
-        # As the PostgreSQL writer: over every record of the batch, duplicates included.
-        first_seen: dict[str, datetime] = {}
-        observation_of: dict[tuple[str, UUID], IngestRecord] = {}
-        for record in records:
-            fp = record.fingerprint
-            if fp not in first_seen or record.observed_at < first_seen[fp]:
-                first_seen[fp] = record.observed_at
-            key = (fp, record.scan_id)
-            kept = observation_of.get(key)
-            if kept is None or record.observed_at > kept.observed_at:
-                observation_of[key] = record
-        kept_events = {id(r) for r in observation_of.values()}
+        first_seen, kept_events = batch_facts(records)
         rows = [
             {
                 **record._asdict(),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
+from uuid import UUID
 
 from ingest.record import IngestRecord
 
@@ -43,3 +45,22 @@ class BatchWriter(Protocol):
 
 class BatchRejected(Exception):
     """The database refused the batch's data (not a connection problem)."""
+
+
+def batch_facts(records: Sequence[IngestRecord]) -> tuple[dict[str, datetime], set[int]]:
+    """What every writer derives from a batch before writing it.
+
+    Returns the earliest sighting per fingerprint (a new finding's first_seen) and the
+    ``id()`` of the records that become observations: per (fingerprint, scan) the latest.
+    """
+    first_seen: dict[str, datetime] = {}
+    observation_of: dict[tuple[str, UUID], IngestRecord] = {}
+    for record in records:
+        fp = record.fingerprint
+        if fp not in first_seen or record.observed_at < first_seen[fp]:
+            first_seen[fp] = record.observed_at
+        key = (fp, record.scan_id)
+        kept = observation_of.get(key)
+        if kept is None or record.observed_at > kept.observed_at:
+            observation_of[key] = record
+    return first_seen, {id(r) for r in observation_of.values()}
