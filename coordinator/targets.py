@@ -53,8 +53,10 @@ class ParsedTarget:
         """The canonical text a task carries; parsing it again gives the same target."""
         if self.url:
             return self.url
+        if self.port is None:
+            return self.address
         address = f"[{self.address}]" if self.ip and ":" in self.ip else self.address
-        return f"{address}:{self.port}" if self.port is not None else address
+        return f"{address}:{self.port}"
 
 
 def _host_name(value: str, original: str) -> str:
