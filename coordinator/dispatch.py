@@ -7,11 +7,13 @@ targets. Every refusal is recorded on the scan with the rule that refused it.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import structlog
 
 from contracts.task import TaskMessage
@@ -73,8 +75,22 @@ def dispatch(
     target_list: list[str] | None = None,
 ) -> DispatchResult:
     result = DispatchResult(scan_id or uuid.uuid4())
+    # The effective configuration, hashed: two scans with the same hash ran the same way.
+    config = {
+        "tools": sorted(tools),
+        "options": options or {},
+        "time_limit_s": time_limit_s,
+        "scope": scope.describe(),
+    }
+    config_hash = hashlib.sha256(orjson.dumps(config, option=orjson.OPT_SORT_KEYS)).hexdigest()
     with session_scope(database_url) as session:
-        create_scan(session, result.scan_id, targets=target_list or [], tools=tools)
+        create_scan(
+            session,
+            result.scan_id,
+            targets=target_list or [],
+            tools=tools,
+            config_hash=config_hash,
+        )
     chunk: list[TaskMessage] = []
 
     def flush() -> None:
