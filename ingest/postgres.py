@@ -274,8 +274,11 @@ class PostgresBatchWriter:
         cache = self._asset_ids
         missing: dict[str, IngestRecord] = {}
         for record in records:
-            if record.asset_key not in cache and record.asset_key not in missing:
-                missing[record.asset_key] = record
+            if record.asset_key in cache:
+                continue
+            seen = missing.get(record.asset_key)
+            if seen is None or record.observed_at < seen.observed_at:
+                missing[record.asset_key] = record  # first_seen is the earliest sighting
         if not missing:
             return cache
         if len(cache) + len(missing) > self._cache_size:

@@ -115,8 +115,10 @@ _CLEAR_STAGE = delete(_stage)
 # SQLite can read the ON of "INSERT ... SELECT ... FROM t ON CONFLICT" as a join
 # constraint: every INSERT ... SELECT below has a WHERE clause (``WHERE 1 = 1`` if need be).
 
-# The first record of the batch with each asset key gives the new asset's row.
-_asset_rank = func.row_number().over(partition_by=_stage_c.asset_key, order_by=_stage_c.position)
+# The earliest sighting in the batch of each asset key gives the new asset's row.
+_asset_rank = func.row_number().over(
+    partition_by=_stage_c.asset_key, order_by=(_stage_c.observed_at, _stage_c.position)
+)
 _asset_firsts = select(
     _stage_c.asset_key, _stage_c.host, _stage_c.ip, _stage_c.observed_at, _asset_rank.label("rn")
 ).subquery("firsts")

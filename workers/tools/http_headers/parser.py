@@ -139,6 +139,10 @@ def _redacted_value(name: str, value: str) -> str:
         return redacted + (f";{attributes}" if sep else "")
     if lower in _SECRET_HEADERS or any(word in lower for word in _SECRET_WORDS):
         return REDACTED
+    if lower in ("location", "content-location", "refresh") and "?" in value:
+        # Redirects often carry tokens in their query string: keep the path only.
+        head, _, _query = value.partition("?")
+        return f"{head}?{REDACTED}"
     return value
 
 
