@@ -16,6 +16,7 @@ import pika
 import pika.exceptions
 import structlog
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential
 
 from contracts.task import TaskEvent
@@ -74,7 +75,14 @@ def serve(broker_url: str, database_url: str) -> None:
                     log.warning("task_event_rejected", error=str(exc)[:500])
                     channel.basic_reject(method.delivery_tag, requeue=False)
                     continue
-                ended = handle_task_event(database_url, event)
+                try:
+                    ended = handle_task_event(database_url, event)
+                except DBAPIError as exc:
+                    # The database went away: hand the event back and retry shortly.
+                    log.warning("database_unavailable", error=str(exc)[:500])
+                    channel.basic_nack(method.delivery_tag, requeue=True)
+                    stop.wait(1)
+                    continue
                 if ended is not None:
                     channel.basic_publish(
                         SCAN_EVENTS_EXCHANGE,

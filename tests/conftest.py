@@ -7,6 +7,7 @@ test gets exchange and queue names of its own, so runs never see each other's da
 from __future__ import annotations
 
 import logging
+import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -66,3 +67,19 @@ def topology() -> Iterator[Topology]:
         yield names
     finally:
         delete_topology(names)
+
+
+@pytest.fixture
+def vhost() -> Iterator[str]:
+    """A RabbitMQ vhost of the test's own, so fixed queue names never collide."""
+    name = f"scanfleet-e2e-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, timeout=60)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+        check=True,
+        timeout=60,
+    )
+    try:
+        yield name
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], check=False, timeout=60)

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,21 +18,6 @@ from coordinator.demo import DemoServices, demo_services
 from tests.integration.services import REPO_ROOT, scalar
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def vhost() -> Iterator[str]:
-    name = f"scanfleet-e2e-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, timeout=60)
-    subprocess.run(
-        ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
-        check=True,
-        timeout=60,
-    )
-    try:
-        yield name
-    finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], check=False, timeout=60)
 
 
 @pytest.fixture
