@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -32,6 +32,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(findings_app, name="findings")
 app.add_typer(scans_app, name="scans")
 app.add_typer(tasks_app, name="tasks")
+dlq_app = typer.Typer(help="Dead-lettered messages.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -484,6 +486,53 @@ def coordinator_service() -> None:
     if not broker_url:
         raise ConfigError("scanfleet coordinator needs SCANFLEET_BROKER_URL (amqp://...)")
     serve(broker_url, database_url)
+
+
+def _dead_letter_queues() -> tuple[str, list[Any]]:
+    from coordinator.deadletters import known_queues
+    from ingest.settings import get_broker_settings, get_ingest_settings
+
+    broker_url = _broker_url()
+    if not broker_url:
+        raise ConfigError("dead-letter queues live in RabbitMQ: set SCANFLEET_BROKER_URL")
+    queues = known_queues(get_broker_settings().findings_exchange, get_ingest_settings().queue)
+    return broker_url, queues
+
+
+@dlq_app.command("list")
+def dlq_list(
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="Per queue")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Dead-lettered messages of every queue, with the reason each was dead-lettered."""
+    from coordinator.deadletters import list_dead_letters
+
+    broker_url, queues = _dead_letter_queues()
+    letters = list_dead_letters(broker_url, queues, limit)
+    if as_json:
+        _print_json([letter.to_json() for letter in letters])
+        return
+    table = Table(title=f"{len(letters)} dead-lettered message(s)")
+    for column in ("queue", "routing key", "reason", "bytes"):
+        table.add_column(column)
+    for letter in letters:
+        table.add_row(letter.queue, letter.routing_key, letter.reason, str(letter.size))
+    console.print(table)
+
+
+@dlq_app.command("retry")
+def dlq_retry(
+    queue: Annotated[str, typer.Argument(help="A dead-letter queue, e.g. scanfleet.ingest.dlq")],
+    count: Annotated[
+        int | None, typer.Option(min=1, help="At most this many (default all)")
+    ] = None,
+) -> None:
+    """Send dead-lettered messages back where they came from (with publisher confirms)."""
+    from coordinator.deadletters import retry_dead_letters
+
+    broker_url, queues = _dead_letter_queues()
+    moved = retry_dead_letters(broker_url, queues, queue, count)
+    console.print(f"{moved} message(s) sent back from {queue}")
 
 
 def main() -> None:
