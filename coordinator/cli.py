@@ -208,7 +208,7 @@ def _parse_scan_id(value: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except ValueError as exc:
-        raise ConfigError(f"not a scan id: {value!r}") from exc
+        raise ConfigError(f"not an id: {value!r}") from exc
 
 
 @app.command("scan")
@@ -413,6 +413,25 @@ def tasks_list(
             t["reason"] or "",
         )
     console.print(table)
+
+
+@tasks_app.command("show")
+def tasks_show(task_id: str, as_json: JsonOpt = False) -> None:
+    """One task: the exact argument list it ran, its tool version, config hash, artifact."""
+    from coordinator.scan_command import task_json
+    from storage.database import session_scope
+    from storage.models import Task
+
+    with session_scope(_database_url()) as session:
+        task = session.get(Task, _parse_scan_id(task_id))
+        if task is None:
+            raise ConfigError(f"no task {task_id}")
+        data = task_json(task)
+    if as_json:
+        _print_json(data)
+        return
+    for key, value in data.items():
+        console.print(f"[bold]{key}[/bold]: {value}")
 
 
 @app.command("worker")

@@ -157,6 +157,11 @@ def task_json(task: Any) -> dict[str, Any]:
         "tool_version": task.tool_version,
         "argv": task.argv,
         "artifact_ref": task.artifact_ref,
+        "config_hash": task.config_hash,
+        "options": task.options,
+        "worker": task.worker,
+        "last_error": task.last_error,
+        "scan_id": str(task.scan_id),
     }
 
 

@@ -29,7 +29,12 @@ pytestmark = pytest.mark.integration
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "coordinator.cli", *args],
-        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False,
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -56,8 +61,9 @@ def test_dead_lettered_events_are_listed_with_their_reason_and_retried(
     assert listed.returncode == 0, listed.stderr
     letters = [d for d in json.loads(listed.stdout) if d["queue"] == topology.dlq]
     assert len(letters) == 3
-    assert all(d["reason_kind"] == "too_large" and "1024-byte limit" in d["reason"]
-               for d in letters)
+    assert all(
+        d["reason_kind"] == "too_large" and "1024-byte limit" in d["reason"] for d in letters
+    )
     assert all(d["routing_key"] == "finding.nmap" for d in letters)
     assert queue_depth(topology.dlq) == 3, "listing does not consume"
     # ...once the limit is fixed, retrying ingests them and empties the queue.

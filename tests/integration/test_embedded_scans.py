@@ -3,7 +3,10 @@ their own task only, hanging tools are killed at their limit, re-scans are idemp
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -167,3 +170,25 @@ def test_out_of_scope_and_hostile_targets_are_refused_with_their_rule(embedded: 
     assert "rule forbidden-character" in rules
     assert "rule ambiguous-ip-spelling" in rules
     assert summary.tasks_total == 0
+
+
+def test_tasks_show_gives_the_exact_argv_version_config_hash_and_artifact(
+    embedded: str, test_tools: None, listener: int
+) -> None:
+    data = _scan(embedded, ["test-crash", "tcp-ports"], listener)
+    crash = next(t for t in data["tasks"] if t["tool"] == "test-crash")
+    tcp = next(t for t in data["tasks"] if t["tool"] == "tcp-ports")
+    assert data["scan"]["config_hash"] and len(data["scan"]["config_hash"]) == 64
+    assert crash["argv"] == [PY, "-c", CrashingTool.script]
+    assert crash["config_hash"] and crash["tool_version"] == "test-1"
+    assert tcp["artifact_ref"].startswith("sha256:")
+    shown = subprocess.run(
+        [PY, "-m", "coordinator.cli", "tasks", "show", crash["id"], "--json"],
+        env={**os.environ, "SCANFLEET_DATABASE_URL": embedded},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["argv"] == crash["argv"]
