@@ -204,7 +204,7 @@ def _broker_url() -> str | None:
     return get_broker_settings().broker_url
 
 
-def _parse_scan_id(value: str) -> uuid.UUID:
+def _parse_id(value: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except ValueError as exc:
@@ -374,7 +374,7 @@ def scans_show(scan_id: str, as_json: JsonOpt = False) -> None:
     from storage.scans import scan_summary
 
     with session_scope(_database_url()) as session:
-        summary = scan_summary(session, _parse_scan_id(scan_id))
+        summary = scan_summary(session, _parse_id(scan_id))
     if summary is None:
         raise ConfigError(f"no scan {scan_id}")
     if as_json:
@@ -394,7 +394,7 @@ def tasks_list(
     from storage.scans import list_tasks
 
     with session_scope(_database_url()) as session:
-        rows = [task_json(t) for t in list_tasks(session, _parse_scan_id(scan))]
+        rows = [task_json(t) for t in list_tasks(session, _parse_id(scan))]
     if as_json:
         _print_json(rows)
         return
@@ -423,7 +423,7 @@ def tasks_show(task_id: str, as_json: JsonOpt = False) -> None:
     from storage.models import Task
 
     with session_scope(_database_url()) as session:
-        task = session.get(Task, _parse_scan_id(task_id))
+        task = session.get(Task, _parse_id(task_id))
         if task is None:
             raise ConfigError(f"no task {task_id}")
         data = task_json(task)

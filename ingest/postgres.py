@@ -21,7 +21,7 @@ from psycopg.types.json import set_json_dumps
 
 from contracts.errors import TransientError
 from ingest.record import RECORD_COLUMNS, IngestRecord
-from ingest.writer import BatchOutcome, BatchRejected, batch_facts
+from ingest.writer import VOLATILE_COLUMNS, BatchOutcome, BatchRejected, batch_facts
 
 _STAGE_DDL = """
 CREATE TEMPORARY TABLE IF NOT EXISTS ingest_stage (
@@ -146,7 +146,7 @@ SELECT a.id, a.key FROM assets a JOIN batch b ON a.key = b.key
 # One statement: the finding upsert (the latest sighting in the batch wins, and only if
 # it is newer than what is stored), then the observations joined to its RETURNING rows.
 # A finding counts as "updated" when its attribute hash changed with this sighting.
-_UPSERT = """
+_UPSERT_TEMPLATE = """
 WITH latest AS (
     SELECT DISTINCT ON (fingerprint)
         fingerprint, kind, rule_id, asset_id, transport, port, url, identity, title,
@@ -172,31 +172,11 @@ upserted AS (
     ON CONFLICT (fingerprint) DO UPDATE SET
         first_seen = LEAST(f.first_seen, EXCLUDED.first_seen),
         last_seen = GREATEST(f.last_seen, EXCLUDED.last_seen),
-        title = CASE WHEN EXCLUDED.last_seen >= f.last_seen
-            THEN EXCLUDED.title ELSE f.title END,
-        severity = CASE WHEN EXCLUDED.last_seen >= f.last_seen
-            THEN EXCLUDED.severity ELSE f.severity END,
-        confidence = CASE WHEN EXCLUDED.last_seen >= f.last_seen
-            THEN EXCLUDED.confidence ELSE f.confidence END,
-        attributes = CASE WHEN EXCLUDED.last_seen >= f.last_seen
-            THEN EXCLUDED.attributes ELSE f.attributes END,
-        attr_hash = CASE WHEN EXCLUDED.last_seen >= f.last_seen
-            THEN EXCLUDED.attr_hash ELSE f.attr_hash END,
-        description = CASE WHEN EXCLUDED.last_seen >= f.last_seen
-            THEN EXCLUDED.description ELSE f.description END,
-        remediation = CASE WHEN EXCLUDED.last_seen >= f.last_seen
-            THEN EXCLUDED.remediation ELSE f.remediation END,
-        "references" = CASE WHEN EXCLUDED.last_seen >= f.last_seen
-            THEN EXCLUDED."references" ELSE f."references" END,
-        cwe = CASE WHEN EXCLUDED.last_seen >= f.last_seen THEN EXCLUDED.cwe ELSE f.cwe END,
-        cve = CASE WHEN EXCLUDED.last_seen >= f.last_seen THEN EXCLUDED.cve ELSE f.cve END,
-        cvss = CASE WHEN EXCLUDED.last_seen >= f.last_seen THEN EXCLUDED.cvss ELSE f.cvss END,
+        {newest_wins},
         updated_at = CASE
             WHEN EXCLUDED.last_seen >= f.last_seen AND EXCLUDED.attr_hash <> f.attr_hash
             THEN EXCLUDED.last_seen ELSE f.updated_at END,
-        status = CASE WHEN EXCLUDED.last_seen > f.last_seen THEN 'open' ELSE f.status END,
-        last_scan_id = CASE WHEN EXCLUDED.last_seen >= f.last_seen
-            THEN EXCLUDED.last_scan_id ELSE f.last_scan_id END
+        status = CASE WHEN EXCLUDED.last_seen > f.last_seen THEN 'open' ELSE f.status END
     RETURNING f.id, f.fingerprint, f.updated_at, (f.xmax = 0) AS created
 ),
 observed AS (
@@ -217,6 +197,14 @@ SELECT
         WHERE NOT u.created AND u.updated_at = l.observed_at),
     (SELECT count(*) FROM observed)
 """
+
+_UPSERT = _UPSERT_TEMPLATE.replace(
+    "{newest_wins}",
+    ",\n        ".join(
+        f'"{c}" = CASE WHEN EXCLUDED.last_seen >= f.last_seen THEN EXCLUDED."{c}" ELSE f."{c}" END'
+        for c in VOLATILE_COLUMNS
+    ),
+)
 
 #: SQLSTATE classes that mean "the connection or server went away, try again".
 _TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P", "53", "40")

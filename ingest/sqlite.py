@@ -54,7 +54,7 @@ from sqlalchemy.schema import CreateTable
 
 from contracts.errors import TransientError
 from ingest.record import IngestRecord
-from ingest.writer import BatchOutcome, BatchRejected, batch_facts
+from ingest.writer import VOLATILE_COLUMNS, BatchOutcome, BatchRejected, batch_facts
 from storage.database import get_engine
 from storage.models import Asset, Finding, IngestedEvent, Observation, Scan
 
@@ -191,75 +191,27 @@ _latest_rank = func.row_number().over(
 _ranked = select(_stage, _latest_rank.label("rn")).subquery("ranked")
 _r = _ranked.c
 
-#: Overwritten by a sighting at least as new as the stored one (``last_seen``).
-_VOLATILE = (
-    "title",
-    "severity",
-    "confidence",
-    "attributes",
-    "attr_hash",
-    "description",
-    "remediation",
-    "references",
-    "cwe",
-    "cve",
-    "cvss",
-    "last_scan_id",
-)
+#: Column -> value of a new finding row, in the order they are inserted.
+_FINDING_ROW = {
+    "fingerprint": _r.fingerprint,
+    "kind": _r.kind,
+    "rule_id": _r.rule_id,
+    "asset_id": _assets.c.id,
+    "transport": _r.transport,
+    "port": _r.port,
+    "url": _r.url,
+    "identity": _r.identity,
+    **{name: _r[name] for name in VOLATILE_COLUMNS if name != "last_scan_id"},
+    "status": literal("open"),
+    "first_seen": _r.first_observed_at,
+    "last_seen": _r.observed_at,
+    "updated_at": _r.observed_at,
+    "last_scan_id": _r.scan_id,
+}
 
 _upsert = insert(_findings).from_select(
-    [
-        "fingerprint",
-        "kind",
-        "rule_id",
-        "asset_id",
-        "transport",
-        "port",
-        "url",
-        "identity",
-        "title",
-        "severity",
-        "confidence",
-        "attributes",
-        "attr_hash",
-        "description",
-        "remediation",
-        "references",
-        "cwe",
-        "cve",
-        "cvss",
-        "status",
-        "first_seen",
-        "last_seen",
-        "updated_at",
-        "last_scan_id",
-    ],
-    select(
-        _r.fingerprint,
-        _r.kind,
-        _r.rule_id,
-        _assets.c.id,
-        _r.transport,
-        _r.port,
-        _r.url,
-        _r.identity,
-        _r.title,
-        _r.severity,
-        _r.confidence,
-        _r.attributes,
-        _r.attr_hash,
-        _r.description,
-        _r.remediation,
-        _r.references,
-        _r.cwe,
-        _r.cve,
-        _r.cvss,
-        literal("open"),
-        _r.first_observed_at,
-        _r.observed_at,
-        _r.observed_at,
-        _r.scan_id,
-    )
+    list(_FINDING_ROW),
+    select(*_FINDING_ROW.values())
     .join_from(_ranked, _assets, _assets.c.key == _r.asset_key)
     .where(_r.rn == 1)
     .order_by(_r.fingerprint),
@@ -273,7 +225,7 @@ _UPSERT = _upsert.on_conflict_do_update(
     set_={
         "first_seen": func.min(_f.first_seen, _new.first_seen),
         "last_seen": func.max(_f.last_seen, _new.last_seen),
-        **{name: case((_not_older, _new[name]), else_=_f[name]) for name in _VOLATILE},
+        **{name: case((_not_older, _new[name]), else_=_f[name]) for name in VOLATILE_COLUMNS},
         "updated_at": case(
             (and_(_not_older, _new.attr_hash != _f.attr_hash), _new.last_seen),
             else_=_f.updated_at,

@@ -47,6 +47,24 @@ class BatchRejected(Exception):
     """The database refused the batch's data (not a connection problem)."""
 
 
+#: Finding columns that the newest sighting overwrites (one at least as new as the stored
+#: ``last_seen``); every writer takes them from here.
+VOLATILE_COLUMNS = (
+    "title",
+    "severity",
+    "confidence",
+    "attributes",
+    "attr_hash",
+    "description",
+    "remediation",
+    "references",
+    "cwe",
+    "cve",
+    "cvss",
+    "last_scan_id",
+)
+
+
 def batch_facts(records: Sequence[IngestRecord]) -> tuple[dict[str, datetime], set[int]]:
     """What every writer derives from a batch before writing it.
 

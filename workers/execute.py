@@ -30,7 +30,7 @@ from storage.artifacts import ArtifactStore
 from workers.events import EventSink
 from workers.runners.subprocess import run
 from workers.tools.base import RunContext, Target, ToolError
-from workers.tools.registry import get_tool
+from workers.tools.registry import get_tool, tool_version
 
 log = structlog.get_logger("scanfleet.worker")
 
@@ -120,7 +120,7 @@ def _execute(
         # Connect to the address that was checked, not to a fresh lookup of the name.
         pinned_ip = parsed.ip or (checked[0] if checked else None)
         tool = get_tool(task.tool)
-        version = tool.version()
+        version = tool_version(task.tool)
         ctx = RunContext(
             target=Target(host=parsed.host, ip=pinned_ip, port=parsed.port, url=parsed.url),
             time_limit_s=float(task.time_limit_s),

@@ -163,6 +163,19 @@ def publish_backlog(
     return count
 
 
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``scanfleet ARGS`` as a separate process, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def get_all(queue: str) -> list[tuple[Any, bytes]]:
     """Drain a queue (acking), returning (properties, body) pairs."""
     connection, channel = broker_channel()

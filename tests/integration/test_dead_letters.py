@@ -4,38 +4,24 @@ be sent back once the cause is gone."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.integration.services import (
-    REPO_ROOT,
     IngestProcess,
     Topology,
     encode,
     make_event,
     publish,
     queue_depth,
+    run_cli,
     scalar,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", *args],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_dead_lettered_events_are_listed_with_their_reason_and_retried(
@@ -57,7 +43,7 @@ def test_dead_lettered_events_are_listed_with_their_reason_and_retried(
     finally:
         strict.stop()
     env = strict.env()
-    listed = _cli(env, "dlq", "list", "--json")
+    listed = run_cli(env, "dlq", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     letters = [d for d in json.loads(listed.stdout) if d["queue"] == topology.dlq]
     assert len(letters) == 3
@@ -69,13 +55,13 @@ def test_dead_lettered_events_are_listed_with_their_reason_and_retried(
     # ...once the limit is fixed, retrying ingests them and empties the queue.
     fixed = IngestProcess(database_url, topology, consumers=1).start(tmp_path / "fixed.log")
     try:
-        retried = _cli(env, "dlq", "retry", topology.dlq)
+        retried = run_cli(env, "dlq", "retry", topology.dlq)
         assert retried.returncode == 0, retried.stderr
         assert "3 message(s) sent back" in retried.stdout
         wait_for(lambda: scalar(database_url, "SELECT count(*) FROM findings") == 3, 30)
     finally:
         fixed.stop()
     assert queue_depth(topology.dlq) == 0
-    unknown = _cli(env, "dlq", "retry", "no.such.dlq")
+    unknown = run_cli(env, "dlq", "retry", "no.such.dlq")
     assert unknown.returncode == 2
     assert "unknown dead-letter queue" in unknown.stderr

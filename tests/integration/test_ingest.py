@@ -22,6 +22,7 @@ from tests.integration.services import (
     observed_at,
     publish,
     queue_depth,
+    run_cli,
     scalar,
     wait_for,
 )
@@ -39,16 +40,7 @@ def _counts(database_url: str) -> dict[str, int]:
 def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     import os
 
-    env = dict(os.environ, SCANFLEET_DATABASE_URL=database_url)
-    return subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", *args],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(dict(os.environ, SCANFLEET_DATABASE_URL=database_url), *args)
 
 
 def test_events_published_twice_leave_exactly_one_finding_and_observation_each(

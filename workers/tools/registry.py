@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from workers.tools.base import Tool, ToolError, ToolUnavailable
 from workers.tools.http_headers import HttpHeadersTool
 from workers.tools.nmap import NmapTool
@@ -21,6 +23,15 @@ def get_tool(name: str) -> Tool:
         known = ", ".join(sorted(TOOLS))
         raise ToolError(f"unknown tool {name!r}; known tools: {known}") from None
     return tool()
+
+
+@functools.lru_cache(maxsize=64)
+def tool_version(name: str) -> str:
+    """The named tool's version, probed once per process (a probe may spawn the tool).
+
+    A tool that is not installed raises every time: failures are not cached.
+    """
+    return get_tool(name).version()
 
 
 def available_tools() -> dict[str, str]:
