@@ -16,6 +16,7 @@ tested on real recorded output.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import threading
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -56,6 +57,12 @@ class RunContext:
     #: Requests per second this task may send to the target (None: unlimited).
     rps: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    #: Set when the task is cancelled or its time is up: built-in checks stop promptly.
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel.is_set()
 
 
 @dataclass(frozen=True)
