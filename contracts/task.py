@@ -40,6 +40,9 @@ class TaskEventType(StrEnum):
     STARTED = "started"
     HEARTBEAT = "heartbeat"
     FINISHED = "finished"
+    #: The worker hands the task back unfinished (a transient failure, or it is shutting
+    #: down); the coordinator retries it, with backoff for a failure.
+    RELEASED = "released"
 
 
 class TaskStatus(StrEnum):
@@ -75,6 +78,8 @@ class TaskEvent(BaseModel):
     worker: Annotated[str, Field(max_length=256)] | None = None
     attempt: Annotated[int, Field(ge=1)] = 1
     status: TaskStatus | None = None
+    #: ``released`` only: whether the release is a failure (retried with backoff).
+    transient_failure: bool | None = None
     exit_code: int | None = None
     reason: Annotated[str, Field(max_length=4096)] | None = None
     findings_count: Annotated[int, Field(ge=0)] | None = None

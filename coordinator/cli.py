@@ -11,6 +11,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from contracts.enums import Severity
 from contracts.errors import ConfigError, ScanfleetError
@@ -34,6 +35,22 @@ app.add_typer(scans_app, name="scans")
 app.add_typer(tasks_app, name="tasks")
 dlq_app = typer.Typer(help="Dead-lettered messages.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+
+
+class _ScanGroup(TyperGroup):
+    """``scanfleet scan TARGET...`` runs a scan; ``scanfleet scan cancel ID`` cancels one."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args or args[0] not in self.commands:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+scan_app = typer.Typer(
+    cls=_ScanGroup,
+    help="Run a scan (scanfleet scan TARGET...) or cancel one (scanfleet scan cancel ID).",
+)
+app.add_typer(scan_app, name="scan")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -211,7 +228,7 @@ def _parse_id(value: str) -> uuid.UUID:
         raise ConfigError(f"not an id: {value!r}") from exc
 
 
-@app.command("scan")
+@scan_app.command("run")
 def scan(
     targets: Annotated[
         list[str] | None, typer.Argument(help="IPs, CIDRs, host names, URLs")
@@ -223,12 +240,27 @@ def scan(
     targets_file: Annotated[Path | None, typer.Option(help="One target per line")] = None,
     wait: Annotated[bool | None, typer.Option("--wait/--no-wait", help="Follow the scan")] = None,
     as_json: JsonOpt = False,
-    time_limit: Annotated[int, typer.Option(help="Seconds per task", min=1)] = 300,
     ports: Annotated[
         str | None, typer.Option(help="Ports for nmap and tcp-ports, e.g. 22,80,8000-8100")
     ] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Budget profile: default, gentle, fast or a configured one")
+    ] = None,
+    max_concurrency: Annotated[
+        int | None, typer.Option(min=1, max=1024, help="Tasks at once per target")
+    ] = None,
+    rps: Annotated[
+        float | None, typer.Option(min=0.001, help="Requests per second per target (all tasks)")
+    ] = None,
+    max_runtime: Annotated[
+        int | None, typer.Option("--max-runtime", "--time-limit", min=1, help="Seconds per task")
+    ] = None,
+    max_wall: Annotated[
+        int | None, typer.Option("--max-wall", min=1, help="Seconds for the whole scan")
+    ] = None,
 ) -> None:
-    """Scan TARGETs: plan target x tool, check scope, run, and summarise the findings."""
+    """Scan TARGETs: plan target x tool, check scope, run within budgets, summarise findings."""
+    from contracts.scan import BudgetOverride
     from coordinator import scan_command as sc
     from observability.logging import configure_logging
 
@@ -243,6 +275,15 @@ def scan(
     follow = sc.is_terminal() if wait is None else wait
     database_url = _database_url()
     options = {"nmap": {"ports": ports}, "tcp-ports": {"ports": ports}} if ports else None
+    budgets = sc.budget_policy(
+        profile,
+        BudgetOverride(
+            max_concurrency=max_concurrency,
+            rps=rps,
+            max_runtime_s=max_runtime,
+            max_scan_wall_s=max_wall,
+        ),
+    )
     if embedded:
         summary, refusals = sc.run_embedded(
             database_url,
@@ -251,7 +292,7 @@ def scan(
             scope_value,
             out,
             show_progress=follow and not as_json,
-            time_limit_s=time_limit,
+            budgets=budgets,
             options=options,
         )
         tasks_created = summary.tasks_total
@@ -269,9 +310,10 @@ def scan(
             tool_list,
             scope_value,
             publish,
-            time_limit_s=time_limit,
+            budgets=budgets,
             target_list=target_list,
             options=options,
+            requested_by=sc.who(),
         )
         publisher.close()
         if not follow:
@@ -300,9 +342,39 @@ def scan(
     raise typer.Exit(sc.exit_code(summary.status))
 
 
+@scan_app.command("cancel")
+def scan_cancel(
+    scan_id: Annotated[str, typer.Argument(help="The scan to cancel")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Cancel a scan: queued tasks never run, running tools are stopped within seconds."""
+    from coordinator import scan_command as sc
+    from coordinator.lifecycle import cancel_scan
+
+    result = cancel_scan(_database_url(), _parse_id(scan_id), by=sc.who())
+    if not result.found:
+        raise ConfigError(f"no scan {scan_id}")
+    if result.scan_event is not None and _broker_url():
+        sc.publish_scan_event(str(_broker_url()), result.scan_event)
+    data = {
+        "scan_id": scan_id,
+        "status": result.status,
+        "cancelled_tasks": result.cancelled,
+        "stopping_tasks": result.stopping,
+    }
+    if as_json:
+        _print_json(data)
+        return
+    console.print(
+        f"scan {scan_id}: {result.status}; {result.cancelled} queued task(s) cancelled, "
+        f"{result.stopping} running task(s) stopping"
+    )
+
+
 @app.command("demo")
 def demo(as_json: JsonOpt = False) -> None:
     """Start weak services on loopback, scan them with the embedded fleet, show findings."""
+    from contracts.scan import BudgetOverride
     from coordinator import scan_command as sc
     from coordinator.demo import demo_services
     from coordinator.scope import LOOPBACK_SCOPE, Scope
@@ -328,7 +400,7 @@ def demo(as_json: JsonOpt = False) -> None:
             Scope.parse(LOOPBACK_SCOPE),
             out,
             show_progress=not as_json,
-            time_limit_s=120,
+            budgets=sc.budget_policy(None, BudgetOverride(max_runtime_s=120)),
             options={"nmap": {"ports": ports}, "tcp-ports": {"ports": ports}},
         )
     data = sc.summary_json(database_url, summary, refusals)
@@ -437,23 +509,35 @@ def tasks_show(task_id: str, as_json: JsonOpt = False) -> None:
 @app.command("worker")
 def worker(
     pool: Annotated[list[str] | None, typer.Option("--pool", help="Repeatable")] = None,
+    budget_class: Annotated[
+        list[str] | None,
+        typer.Option("--budget-class", help="standard or slow; repeatable (default both)"),
+    ] = None,
     threads: Annotated[int, typer.Option(min=1, max=256)] = 4,
 ) -> None:
-    """Run tasks from RabbitMQ (dramatiq) with the tools installed here."""
+    """Run tasks from RabbitMQ (dramatiq) with the tools installed here.
+
+    SIGTERM: stop taking tasks, let running ones finish for SCANFLEET_WORKER_GRACE_S,
+    then stop the rest and hand them back (they run again elsewhere).
+    """
     import signal
     import threading
+    import time
 
     import dramatiq
     import structlog
 
-    from coordinator.transport import POOLS, rabbitmq_broker, task_queue
+    from coordinator.budgets import BUDGET_CLASSES
+    from coordinator.transport import POOLS, queues, rabbitmq_broker, task_queue
     from ingest.settings import get_broker_settings
     from observability.logging import configure_logging
     from storage.artifacts import open_store
     from storage.settings import get_settings
     from workers.actors import register_actors
     from workers.events import RabbitSink
-    from workers.execute import execute
+    from workers.execute import WORKER_ID
+    from workers.lease import LeaseKeeper
+    from workers.runner import TaskRunner
     from workers.tools.registry import available_tools
 
     configure_logging("INFO")
@@ -463,34 +547,61 @@ def worker(
     from coordinator import scan_command as sc
     from coordinator.settings import get_scan_settings
 
-    pools = pool or list(POOLS)
+    settings = get_scan_settings()
+    unknown = set(budget_class or ()) - set(BUDGET_CLASSES)
+    if unknown:
+        raise ConfigError(f"unknown budget class(es) {sorted(unknown)}; known: {BUDGET_CLASSES}")
+    consumed = queues(pool or list(POOLS), budget_class or list(BUDGET_CLASSES))
     broker = rabbitmq_broker(broker_url)
     dramatiq.set_broker(broker)
     sink = RabbitSink(
-        broker_url,
-        get_broker_settings().findings_exchange,
-        get_scan_settings().task_exchange_events,
+        broker_url, get_broker_settings().findings_exchange, settings.task_exchange_events
     )
-    store = open_store(get_settings().effective_artifact_url)
-    scope = sc.scope_from(None)
-    register_actors(
-        broker, lambda task: execute(task, sink=sink, artifacts=store, scope=scope), pools
+    keeper = LeaseKeeper(
+        _database_url(),
+        WORKER_ID,
+        lease_ttl_s=settings.lease_ttl_s,
+        heartbeat_s=settings.heartbeat_s,
     )
+    runner = TaskRunner(
+        sink=sink,
+        artifacts=open_store(get_settings().effective_artifact_url),
+        scope=sc.scope_from(None),
+        keeper=keeper,
+    )
+    register_actors(broker, runner, consumed)
     log = structlog.get_logger("scanfleet.worker")
-    log.info("worker_started", pools=pools, threads=threads, tools=available_tools())
-    # Prefetch equal to the threads: a worker holds no task it cannot start at once.
-    dramatiq_worker = dramatiq.Worker(
-        broker, queues={task_queue(p) for p in pools}, worker_threads=threads
+    log.info(
+        "worker_started",
+        worker=WORKER_ID,
+        queues=[task_queue(p, c) for p, c in consumed],
+        threads=threads,
+        tools=available_tools(),
     )
-    dramatiq_worker.queue_prefetch = threads
+    dramatiq_worker = dramatiq.Worker(
+        broker, queues={task_queue(p, c) for p, c in consumed}, worker_threads=threads
+    )
+    # A worker holds few messages it cannot start at once: each waits unacked, and the
+    # broker's consumer timeout counts from delivery.
+    dramatiq_worker.queue_prefetch = max(1, threads // len(consumed))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    keeper.start()
     dramatiq_worker.start()
     stop.wait()
-    log.info("worker_stopping")
-    dramatiq_worker.stop()
+    runner.drain()
+    log.info("worker_draining", running=keeper.running(), grace_s=settings.worker_grace_s)
+    deadline = time.monotonic() + settings.worker_grace_s
+    while keeper.running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if keeper.running():
+        log.warning("worker_handing_back", running=keeper.running())
+        runner.hand_back_running()
+    dramatiq_worker.stop(timeout=30_000)
+    keeper.close()
     broker.close()
+    log.info("worker_stopped")
 
 
 @app.command("coordinator")

@@ -1,37 +1,58 @@
-"""Creating a scan: plan target x tool, check scope, persist, publish the tasks.
+"""Creating a scan: plan target x tool, check scope, persist, admit within budgets, publish.
 
 The plan is streamed: targets are parsed, expanded and checked one at a time and
-tasks are persisted and published in chunks, so memory stays flat in the number of
-targets. Every refusal is recorded on the scan with the rule that refused it.
+tasks are persisted in chunks, so memory stays flat in the number of targets. Each
+chunk's tasks get the leases their targets' budgets allow at once and those are
+published; the rest wait in PostgreSQL until the coordinator admits them as slots free
+up. Every refusal is recorded on the scan with the rule that refused it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import structlog
 
+from contracts.errors import ConfigError, TransientError
 from contracts.task import TaskMessage
+from coordinator.admission import admit_in, publish_grants
+from coordinator.budgets import BudgetPolicy, FleetConfig
 from coordinator.scope import Scope
+from coordinator.settings import get_scan_settings
 from coordinator.targets import ParsedTarget, TargetRefused, parse_target
 from storage.database import session_scope
-from storage.scans import add_tasks, create_scan, record_refusals, task_rows
+from storage.leases import leased_session
+from storage.scans import (
+    NewTask,
+    add_tasks,
+    create_scan,
+    mark_dispatched,
+    record_refusals,
+    task_rows,
+)
 
 log = structlog.get_logger("scanfleet.coordinator")
 
 CHUNK = 1000
 
 #: Which tools apply to which kind of target, and the pool each runs in.
-TOOL_POOLS = {"nmap": "network", "tcp-ports": "default", "http-headers": "web", "tls-cert": "web"}
+TOOL_POOLS = {
+    "nmap": "network",
+    "tcp-ports": "default",
+    "http-headers": "web",
+    "tls-cert": "web",
+    "http-exposure": "web",
+}
+URL_TOOLS = frozenset({"http-headers", "http-exposure"})
 
 
 def applies(tool: str, target: ParsedTarget) -> bool:
-    if tool == "http-headers":
+    if tool in URL_TOOLS:
         return target.url is not None
     if tool == "tls-cert":
         return (target.url or "").startswith("https://") or (
@@ -44,22 +65,68 @@ def applies(tool: str, target: ParsedTarget) -> bool:
 class DispatchResult:
     scan_id: uuid.UUID
     tasks: int = 0
+    admitted: int = 0
     refusals: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Planned:
+    target: ParsedTarget
+    #: The addresses the scope check resolved the target to (empty for an allowed name).
+    addresses: tuple[str, ...]
+    tool: str
+
+    @property
+    def target_key(self) -> str:
+        """A budget is per machine: its IP, else the address its name resolved to."""
+        return (
+            self.target.ip
+            or (self.addresses[0] if self.addresses else None)
+            or self.target.host
+            or ""
+        ).lower()
 
 
 def plan(
     targets: Iterable[str], tools: list[str], scope: Scope, refusals: list[str]
-) -> Iterator[tuple[ParsedTarget, str]]:
+) -> Iterator[Planned]:
     for raw in targets:
         try:
             for target in parse_target(raw):
-                scope.check(target)
+                checked = tuple(scope.check(target))
                 for tool in tools:
                     if applies(tool, target):
-                        yield target, tool
+                        yield Planned(target, checked, tool)
         except TargetRefused as exc:
             refusals.append(str(exc))
             log.warning("target_refused", target=raw[:200], rule=exc.rule, detail=exc.detail)
+
+
+def effective_config_hash(
+    tools: list[str], options: dict[str, Any], scope: Scope, budgets: BudgetPolicy
+) -> str:
+    """The effective configuration, hashed: two scans with the same hash ran the same way."""
+    config = {
+        "tools": sorted(tools),
+        "options": options,
+        "scope": scope.describe(),
+        "budget": budgets.describe(),
+    }
+    return hashlib.sha256(orjson.dumps(config, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def default_policy() -> BudgetPolicy:
+    settings = get_scan_settings()
+    return BudgetPolicy.for_scan(FleetConfig.load(settings.config), settings.profile, None)
+
+
+def check_runtime(budgets: BudgetPolicy) -> None:
+    limit = get_scan_settings().max_task_runtime_s
+    if budgets.base.max_runtime_s > limit:
+        raise ConfigError(
+            f"max runtime {budgets.base.max_runtime_s}s is above {limit}s, the most the "
+            "broker's consumer timeout allows (SCANFLEET_BROKER_CONSUMER_TIMEOUT_S minus 60s)"
+        )
 
 
 def dispatch(
@@ -67,54 +134,59 @@ def dispatch(
     targets: Iterable[str],
     tools: list[str],
     scope: Scope,
-    publish: Callable[[list[TaskMessage]], None],
+    publish: Callable[[Sequence[TaskMessage]], None],
     *,
-    time_limit_s: int = 300,
+    budgets: BudgetPolicy | None = None,
     options: dict[str, dict[str, Any]] | None = None,
     scan_id: uuid.UUID | None = None,
     target_list: list[str] | None = None,
+    requested_by: str | None = None,
 ) -> DispatchResult:
+    budgets = budgets or default_policy()
+    check_runtime(budgets)
     result = DispatchResult(scan_id or uuid.uuid4())
-    # The effective configuration, hashed: two scans with the same hash ran the same way.
-    config = {
-        "tools": sorted(tools),
-        "options": options or {},
-        "time_limit_s": time_limit_s,
-        "scope": scope.describe(),
-    }
-    config_hash = hashlib.sha256(orjson.dumps(config, option=orjson.OPT_SORT_KEYS)).hexdigest()
     with session_scope(database_url) as session:
         create_scan(
             session,
             result.scan_id,
             targets=target_list or [],
             tools=tools,
-            config_hash=config_hash,
+            profile=budgets.profile,
+            requested_by=requested_by,
+            config_hash=effective_config_hash(tools, options or {}, scope, budgets),
+            budget=budgets.describe(),
+            max_wall_s=budgets.base.max_scan_wall_s,
         )
-    chunk: list[TaskMessage] = []
+    chunk: list[NewTask] = []
 
     def flush() -> None:
         if not chunk:
             return
-        rows = task_rows(
-            result.scan_id, ((t.task_id, t.target, t.tool, t.pool, t.options) for t in chunk)
-        )
-        with session_scope(database_url) as session:
-            add_tasks(session, rows)
-        publish(chunk)
+        with leased_session(database_url) as session:
+            add_tasks(session, task_rows(result.scan_id, chunk))
+            grants = admit_in(session, target_keys={t.target_key for t in chunk})
         result.tasks += len(chunk)
         chunk.clear()
+        try:
+            result.admitted += publish_grants(database_url, grants, publish)
+        except TransientError as exc:
+            # The tasks wait in the database; the coordinator admits them again later.
+            log.warning("dispatch_publish_failed", error=str(exc)[:300])
 
-    for target, tool in plan(targets, tools, scope, result.refusals):
+    for planned in plan(targets, tools, scope, result.refusals):
+        budget = budgets.for_target(planned.target_key, planned.addresses)
         chunk.append(
-            TaskMessage(
-                task_id=uuid.uuid4(),
-                scan_id=result.scan_id,
-                target=target.text(),
-                tool=tool,
-                pool=TOOL_POOLS.get(tool, "default"),
-                options=(options or {}).get(tool, {}),
-                time_limit_s=time_limit_s,
+            NewTask(
+                id=uuid.uuid4(),
+                target=planned.target.text(),
+                tool=planned.tool,
+                pool=TOOL_POOLS.get(planned.tool, "default"),
+                options=(options or {}).get(planned.tool, {}),
+                target_key=planned.target_key,
+                budget_class=budget.budget_class,
+                max_concurrency=budget.max_concurrency,
+                rps=budget.rps,
+                max_runtime_s=budget.max_runtime_s,
             )
         )
         if len(chunk) >= CHUNK:
@@ -122,14 +194,12 @@ def dispatch(
     flush()
     with session_scope(database_url) as session:
         record_refusals(session, result.scan_id, result.refusals)
-        if result.tasks == 0:
-            from storage.scans import finish_scan_if_done
-
-            finish_scan_if_done(session, result.scan_id)
+        mark_dispatched(session, result.scan_id)
     log.info(
         "scan_dispatched",
         scan_id=str(result.scan_id),
         tasks=result.tasks,
+        admitted=result.admitted,
         refused=len(result.refusals),
     )
     return result

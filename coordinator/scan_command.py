@@ -15,6 +15,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from contracts.errors import ConfigError
+from contracts.scan import BudgetOverride, ScanEvent
+from coordinator.budgets import BudgetPolicy
 from coordinator.scope import Scope
 from coordinator.settings import get_scan_settings
 from storage.database import session_scope
@@ -105,7 +107,7 @@ def run_embedded(
     console: Console,
     *,
     show_progress: bool,
-    time_limit_s: int = 300,
+    budgets: BudgetPolicy | None = None,
     options: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[ScanSummary, list[str]]:
     """Run one scan with coordinator, workers and ingest in this process."""
@@ -119,7 +121,7 @@ def run_embedded(
     fleet.start()
     try:
         result = fleet.submit(
-            targets, tools, time_limit_s=time_limit_s, target_list=targets, options=options
+            targets, tools, budgets=budgets, target_list=targets, options=options
         )
         summary = wait_for_scan(database_url, result.scan_id, console, show_progress=show_progress)
     finally:
@@ -208,8 +210,48 @@ def exit_code(status: str) -> int:
 
 
 def scope_from(options: list[str] | None) -> Scope:
-    return Scope.parse(options or get_scan_settings().scope)
+    return Scope.parse(options or get_scan_settings().scope_entries())
 
 
 def is_terminal() -> bool:
     return sys.stdout.isatty()
+
+
+def budget_policy(profile: str | None, override: BudgetOverride | None) -> BudgetPolicy:
+    settings = get_scan_settings()
+    return BudgetPolicy.for_scan(
+        settings.fleet_config(), profile or settings.profile, override
+    )
+
+
+def who() -> str:
+    """Who asked, for the scan's record and the audit trail."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def publish_scan_event(broker_url: str, event: ScanEvent) -> None:
+    import pika
+
+    from coordinator.service import SCAN_EVENTS_EXCHANGE, declare
+    from ingest.topology import connection_parameters
+
+    connection = pika.BlockingConnection(connection_parameters(broker_url))
+    try:
+        channel = connection.channel()
+        declare(channel)
+        channel.confirm_delivery()
+        channel.basic_publish(
+            SCAN_EVENTS_EXCHANGE,
+            f"scan.{event.type.value}",
+            event.model_dump_json().encode(),
+            pika.BasicProperties(delivery_mode=2, content_type="application/json"),
+        )
+    finally:
+        connection.close()

@@ -1,7 +1,9 @@
 """The task transport: dramatiq on RabbitMQ for the fleet, its StubBroker embedded.
 
-Tasks travel as dramatiq messages on ``scanfleet.tasks.<pool>`` whose single argument
-is the ``TaskMessage`` as JSON, so any dramatiq worker with the actor can run them.
+Tasks travel as dramatiq messages on ``scanfleet.tasks.<pool>.<budget class>`` whose
+single argument is the ``TaskMessage`` as JSON, so any dramatiq worker with the actor can
+run them. Slow-budget targets have queues of their own, so their tasks never hold back
+fast ones (and workers can be dedicated to a class).
 """
 
 from __future__ import annotations
@@ -11,26 +13,36 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 
 from contracts.task import TaskMessage
+from coordinator.budgets import BUDGET_CLASSES
 
 TASK_QUEUE_PREFIX = "scanfleet.tasks."
 POOLS = ("default", "network", "web")
+#: Past a task's own time limit, dramatiq's time limit is a last resort only.
+TIME_LIMIT_MARGIN_S = 60
 
 
-def task_queue(pool: str) -> str:
-    return f"{TASK_QUEUE_PREFIX}{pool}"
+def task_queue(pool: str, budget_class: str = "standard") -> str:
+    return f"{TASK_QUEUE_PREFIX}{pool}.{budget_class}"
 
 
-def task_actor_name(pool: str) -> str:
-    return f"scanfleet_task_{pool}"
+def task_actor_name(pool: str, budget_class: str = "standard") -> str:
+    return f"scanfleet_task_{pool}_{budget_class}"
+
+
+def queues(
+    pools: tuple[str, ...] | list[str] = POOLS,
+    classes: tuple[str, ...] | list[str] = BUDGET_CLASSES,
+) -> list[tuple[str, str]]:
+    return [(pool, budget_class) for pool in pools for budget_class in classes]
 
 
 def task_message(task: TaskMessage) -> dramatiq.Message:  # type: ignore[type-arg]
     return dramatiq.Message(
-        queue_name=task_queue(task.pool),
-        actor_name=task_actor_name(task.pool),
+        queue_name=task_queue(task.pool, task.budget_class),
+        actor_name=task_actor_name(task.pool, task.budget_class),
         args=(task.model_dump(mode="json"),),
         kwargs={},
-        options={"time_limit": (task.time_limit_s + 30) * 1000, "max_retries": 0},
+        options={"time_limit": (task.time_limit_s + TIME_LIMIT_MARGIN_S) * 1000, "max_retries": 0},
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -58,14 +60,33 @@ class Scan(Base):
     config_hash: Mapped[str | None] = mapped_column(String(64))
     tool_versions: Mapped[dict[str, str] | None] = mapped_column(Json)
     reason: Mapped[str | None] = mapped_column(Text)
+    #: The scan's effective budget (profile, scope overrides aside, CLI overrides).
+    budget: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    #: After this the scan's unfinished tasks are cancelled (its max wall time).
+    deadline_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    cancelled_by: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     started_at: Mapped[datetime | None] = mapped_column(Timestamp)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class Task(Base):
+    """One tool run against one target; while ``admitted`` or ``running`` it holds a lease.
+
+    The lease is the row itself: it occupies one of its target's concurrency slots and
+    ``rps_allocated`` of the target's rate until the task ends or ``lease_expires_at``
+    passes without a heartbeat (the reaper then reclaims it).
+    """
+
     __tablename__ = "tasks"
-    __table_args__ = (Index("ix_tasks_scan_status", "scan_id", "status"),)
+    __table_args__ = (
+        Index("ix_tasks_scan_status", "scan_id", "status"),
+        # Admission: pending tasks and held leases of a set of targets.
+        Index("ix_tasks_status_target", "status", "target_key"),
+        # The reaper: leases past their expiry.
+        Index("ix_tasks_status_lease", "status", "lease_expires_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     scan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"))
@@ -84,6 +105,19 @@ class Task(Base):
     config_hash: Mapped[str | None] = mapped_column(String(64))
     artifact_ref: Mapped[str | None] = mapped_column(String(1024))
     worker: Mapped[str | None] = mapped_column(String(256))
+    #: The budget key: the target's IP, or its host name when it is given by name.
+    target_key: Mapped[str | None] = mapped_column(String(253))
+    budget_class: Mapped[str | None] = mapped_column(String(16))
+    max_concurrency: Mapped[int | None] = mapped_column(Integer)
+    #: The target's rate budget, and the share of it this attempt was given.
+    rps: Mapped[float | None] = mapped_column(Float)
+    rps_allocated: Mapped[float | None] = mapped_column(Float)
+    max_runtime_s: Mapped[int | None] = mapped_column(Integer)
+    admitted_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    #: A retried task waits until then (capped exponential backoff).
+    not_before: Mapped[datetime | None] = mapped_column(Timestamp)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     started_at: Mapped[datetime | None] = mapped_column(Timestamp)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from contracts.task import TaskEvent, TaskEventType, TaskStatus
+from storage.leases import RetryPolicy, cancel_task, retry_or_fail
 from storage.models import IngestedEvent, Observation, Scan, Task
 
 FINAL_TASK_STATES = [s.value for s in TaskStatus if s.final]
@@ -28,20 +29,26 @@ def create_scan(
     request_id: uuid.UUID | None = None,
     labels: dict[str, str] | None = None,
     config_hash: str | None = None,
+    budget: dict[str, Any] | None = None,
+    max_wall_s: int | None = None,
 ) -> Scan:
+    """A new scan, ``pending`` while its tasks are being dispatched."""
+    now = datetime.now(UTC)
     scan = Scan(
         id=scan_id,
         origin="scanfleet",
-        status="running",
+        status="pending",
         profile=profile,
+        budget=budget,
+        deadline_at=now + timedelta(seconds=max_wall_s) if max_wall_s else None,
         request_id=request_id,
         requested_by=requested_by,
         targets=targets[:1000],
         tools=tools,
         labels=labels or {},
         config_hash=config_hash,
-        created_at=datetime.now(UTC),
-        started_at=datetime.now(UTC),
+        created_at=now,
+        started_at=now,
     )
     session.add(scan)
     session.flush()
@@ -60,18 +67,30 @@ def record_refusals(session: Session, scan_id: uuid.UUID, refusals: list[str]) -
         )
 
 
-def apply_task_event(session: Session, event: TaskEvent) -> Task | None:
-    """Move a task along its lifecycle; stale or repeated events change nothing."""
+def mark_dispatched(session: Session, scan_id: uuid.UUID) -> Scan | None:
+    """Every task of the scan is persisted: it is running (or already over)."""
+    session.execute(
+        update(Scan).where(Scan.id == scan_id, Scan.status == "pending").values(status="running")
+    )
+    return finish_scan_if_done(session, scan_id)
+
+
+def apply_task_event(
+    session: Session, event: TaskEvent, policy: RetryPolicy | None = None
+) -> Task | None:
+    """Move a task along its lifecycle; stale or repeated events change nothing.
+
+    An event of an earlier attempt than the task's current one is stale (its worker was
+    given up on and the task admitted again) and is ignored.
+    """
     task = session.get(Task, event.task_id, with_for_update=True)
     if task is None:
         return None
-    if task.status in FINAL_TASK_STATES:
+    if task.status in FINAL_TASK_STATES or event.attempt != task.attempts:
         return task
     if event.type is TaskEventType.STARTED:
-        task.status = TaskStatus.RUNNING.value
-        task.started_at = event.at
-        task.attempts = max(task.attempts, event.attempt)
-        task.worker = event.worker
+        # The worker's claim already made the task running; the event adds what it ran.
+        task.worker = event.worker or task.worker
         if event.argv is not None:
             task.argv = event.argv
     elif event.type is TaskEventType.FINISHED:
@@ -83,6 +102,8 @@ def apply_task_event(session: Session, event: TaskEvent) -> Task | None:
         task.findings_count = event.findings_count
         task.artifact_ref = event.artifact_ref
         task.worker = event.worker or task.worker
+        task.lease_expires_at = None
+        task.rps_allocated = None
         if event.tool is not None:
             task.tool_version = event.tool.version
         if event.config_hash is not None:
@@ -91,6 +112,12 @@ def apply_task_event(session: Session, event: TaskEvent) -> Task | None:
             task.argv = event.argv
         if event.status is not TaskStatus.SUCCEEDED:
             task.last_error = event.reason
+    elif event.type is TaskEventType.RELEASED:
+        reason = event.reason or "handed back by its worker"
+        if task.cancel_requested:
+            cancel_task(task, "cancelled", event.at)
+        elif policy is not None:
+            retry_or_fail(task, reason, event.at, policy, failure=bool(event.transient_failure))
     session.flush()
     return task
 
@@ -98,7 +125,7 @@ def apply_task_event(session: Session, event: TaskEvent) -> Task | None:
 def finish_scan_if_done(session: Session, scan_id: uuid.UUID) -> Scan | None:
     """If every task of the scan is final, give the scan its end state; return it then."""
     scan = session.get(Scan, scan_id, with_for_update=True)
-    if scan is None or scan.status not in ("running", "pending"):
+    if scan is None or scan.status != "running":
         return None
     counts = dict(
         session.execute(
@@ -109,7 +136,7 @@ def finish_scan_if_done(session: Session, scan_id: uuid.UUID) -> Scan | None:
         return None
     total = sum(counts.values())
     succeeded = counts.get(TaskStatus.SUCCEEDED.value, 0)
-    if counts.get(TaskStatus.CANCELLED.value):
+    if counts.get(TaskStatus.CANCELLED.value) or scan.cancel_requested_at is not None:
         scan.status = "cancelled"
     elif succeeded == total:
         scan.status = "completed"
@@ -117,6 +144,8 @@ def finish_scan_if_done(session: Session, scan_id: uuid.UUID) -> Scan | None:
         scan.status = "failed"
     else:
         scan.status = "partial"
+    if scan.status != "completed":
+        scan.reason = _end_reason(session, scan, total - succeeded, total)
     versions = dict(
         session.execute(
             select(Task.tool, func.max(Task.tool_version))
@@ -128,6 +157,26 @@ def finish_scan_if_done(session: Session, scan_id: uuid.UUID) -> Scan | None:
     scan.finished_at = datetime.now(UTC)
     session.flush()
     return scan
+
+
+def _end_reason(session: Session, scan: Scan, unsuccessful: int, total: int) -> str:
+    """Which tasks did not succeed and why (the first 20), after any refusals."""
+    rows = session.execute(
+        select(Task.tool, Task.target, Task.status, Task.reason)
+        .where(Task.scan_id == scan.id, Task.status != TaskStatus.SUCCEEDED.value)
+        .order_by(Task.target, Task.tool)
+        .limit(20)
+    ).all()
+    lines = [
+        f"{tool} on {target}: {status} ({reason or 'no reason given'})"
+        for tool, target, status, reason in rows
+    ]
+    parts = [scan.reason] if scan.reason else []
+    if scan.cancelled_by:
+        parts.append(f"cancelled by {scan.cancelled_by}")
+    if total:
+        parts.append(f"{unsuccessful} of {total} task(s) did not succeed: " + "; ".join(lines))
+    return "; ".join(parts)[:8000]
 
 
 @dataclass(frozen=True)
@@ -214,21 +263,41 @@ def expected_events(session: Session, scan_id: uuid.UUID) -> int:
     )
 
 
-def task_rows(
-    scan_id: uuid.UUID, planned: Iterable[tuple[uuid.UUID, str, str, str, dict[str, Any]]]
-) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class NewTask:
+    """A planned task with its target's effective budget."""
+
+    id: uuid.UUID
+    target: str
+    tool: str
+    pool: str
+    options: dict[str, Any]
+    target_key: str
+    budget_class: str
+    max_concurrency: int
+    rps: float | None
+    max_runtime_s: int
+
+
+def task_rows(scan_id: uuid.UUID, planned: Iterable[NewTask]) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
     return [
         {
-            "id": task_id,
+            "id": task.id,
             "scan_id": scan_id,
-            "target": target,
-            "tool": tool,
-            "pool": pool,
+            "target": task.target,
+            "tool": task.tool,
+            "pool": task.pool,
             "status": TaskStatus.PENDING.value,
             "attempts": 0,
-            "options": options,
+            "options": task.options,
+            "target_key": task.target_key,
+            "budget_class": task.budget_class,
+            "max_concurrency": task.max_concurrency,
+            "rps": task.rps,
+            "max_runtime_s": task.max_runtime_s,
+            "cancel_requested": False,
             "created_at": now,
         }
-        for task_id, target, tool, pool, options in planned
+        for task in planned
     ]

@@ -1,4 +1,4 @@
-"""The dramatiq actors: one per tool pool, each on its own ``scanfleet.tasks.<pool>`` queue."""
+"""The dramatiq actors: one per tool pool and budget class, each on its own queue."""
 
 from __future__ import annotations
 
@@ -8,25 +8,25 @@ from typing import Any
 import dramatiq
 
 from contracts.task import TaskMessage
-from coordinator.transport import POOLS, task_actor_name, task_queue
+from coordinator.transport import task_actor_name, task_queue
 
 
 def register_actors(
     broker: dramatiq.Broker,
     run_task: Callable[[TaskMessage], Any],
-    pools: Iterable[str] = POOLS,
+    queues: Iterable[tuple[str, str]],
 ) -> list[dramatiq.Actor]:  # type: ignore[type-arg]
     actors = []
-    for pool in pools:
+    for pool, budget_class in queues:
 
         def actor_fn(payload: dict[str, Any]) -> None:
             run_task(TaskMessage.model_validate(payload))
 
-        actor_fn.__name__ = task_actor_name(pool)
+        actor_fn.__name__ = task_actor_name(pool, budget_class)
         actors.append(
             dramatiq.actor(
-                actor_name=task_actor_name(pool),
-                queue_name=task_queue(pool),
+                actor_name=task_actor_name(pool, budget_class),
+                queue_name=task_queue(pool, budget_class),
                 broker=broker,
                 max_retries=0,
             )(actor_fn)

@@ -12,7 +12,10 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import pika
+import pika.exceptions
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from contracts.errors import TransientError
 from contracts.events import FindingEvent
 from contracts.task import TaskEvent
 from ingest.topology import FindingsTopology, connection_parameters
@@ -49,8 +52,11 @@ class InProcessSink:
 class RabbitSink:
     """Publishes with confirms; one connection per worker thread (pika is not thread-safe)."""
 
-    def __init__(self, url: str, findings_exchange: str, task_events_exchange: str) -> None:
+    def __init__(
+        self, url: str, findings_exchange: str, task_events_exchange: str, retry_s: float = 60.0
+    ) -> None:
         self._params = connection_parameters(url)
+        self._retry_s = retry_s
         self._findings = findings_exchange
         self._task_events = task_events_exchange
         self._local = threading.local()
@@ -75,23 +81,25 @@ class RabbitSink:
         return channel
 
     def _publish(self, exchange: str, key: str, body: bytes) -> None:
+        """Publish with a confirm; reconnect and retry while the broker restarts."""
+        properties = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+
+        def attempt() -> None:
+            try:
+                self._channel().basic_publish(exchange, key, body, properties, mandatory=True)
+            except (pika.exceptions.AMQPError, OSError):
+                self._local.channel = None
+                raise
+
         try:
-            self._channel().basic_publish(
-                exchange,
-                key,
-                body,
-                pika.BasicProperties(delivery_mode=2, content_type="application/json"),
-                mandatory=True,
-            )
-        except (pika.exceptions.AMQPError, OSError):
-            self._local.channel = None
-            self._channel().basic_publish(
-                exchange,
-                key,
-                body,
-                pika.BasicProperties(delivery_mode=2, content_type="application/json"),
-                mandatory=True,
-            )
+            Retrying(
+                retry=retry_if_exception_type((pika.exceptions.AMQPError, OSError)),
+                wait=wait_exponential(multiplier=0.2, max=5),
+                stop=stop_after_delay(self._retry_s),
+                reraise=True,
+            )(attempt)
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            raise TransientError(f"cannot publish to {exchange}: {exc!r}") from exc
 
     def findings(self, events: Sequence[FindingEvent]) -> None:
         for event in events:

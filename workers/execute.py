@@ -5,6 +5,10 @@ a hard time limit, keep its raw output as an artifact, parse it, publish every f
 then report how the task ended. The task message is acked by dramatiq only after this
 returns, so a worker lost midway loses nothing: the task runs again and its events,
 whose ids derive from the task and the fingerprint, are recognised as duplicates.
+
+A transient failure (the artifact store or the broker unreachable) or a worker shutting
+down hands the task back (a ``released`` event) instead of ending it: the coordinator
+retries it. A tool's own failure and a scope refusal end it, and are never retried.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +24,7 @@ from typing import Any
 import orjson
 import structlog
 
-from contracts.errors import ScanfleetError
+from contracts.errors import ScanfleetError, TransientError
 from contracts.events import FindingEvent
 from contracts.finding import ToolInfo
 from contracts.fingerprint import fingerprint
@@ -28,6 +33,7 @@ from coordinator.scope import Scope
 from coordinator.targets import TargetRefused, parse_target
 from storage.artifacts import ArtifactStore
 from workers.events import EventSink
+from workers.lease import TaskControl
 from workers.runners.subprocess import run
 from workers.tools.base import RunContext, Target, ToolError
 from workers.tools.registry import get_tool, tool_version
@@ -50,7 +56,28 @@ class _Outcome(Exception):
         self.exit_code = exit_code
 
 
-def _collect_with_limit(tool: Any, ctx: RunContext) -> bytes:
+class _Release(Exception):
+    """Hand the task back unfinished; ``failure`` retries it with backoff."""
+
+    def __init__(self, reason: str, *, failure: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.failure = failure
+
+
+class _Abandon(Exception):
+    """The task is no longer this worker's (admitted again elsewhere): report nothing."""
+
+
+def _stopped(control: TaskControl) -> Exception:
+    if control.why == "handback":
+        return _Release("handed back: its worker is shutting down", failure=False)
+    if control.why == "lost":
+        return _Abandon()
+    return _Outcome(TaskStatus.CANCELLED, "cancelled")
+
+
+def _collect_with_limit(tool: Any, ctx: RunContext, control: TaskControl) -> bytes:
     result: dict[str, Any] = {}
 
     def target() -> None:
@@ -61,8 +88,16 @@ def _collect_with_limit(tool: Any, ctx: RunContext) -> bytes:
 
     thread = threading.Thread(target=target, name=f"collect-{tool.name}", daemon=True)
     thread.start()
-    thread.join(ctx.time_limit_s)
+    deadline = time.monotonic() + ctx.time_limit_s
+    while thread.is_alive() and not control.cancel.is_set() and time.monotonic() < deadline:
+        thread.join(min(0.2, max(deadline - time.monotonic(), 0)))
     if thread.is_alive():
+        # Built-in checks watch ctx.cancel (the control's event) and stop promptly.
+        stopped_by_control = control.cancel.is_set()
+        control.cancel.set()
+        thread.join(5)
+        if stopped_by_control:
+            raise _stopped(control)
         raise _Outcome(TaskStatus.TIMED_OUT, f"timed out after {ctx.time_limit_s:g}s")
     if "error" in result:
         error = result["error"]
@@ -78,13 +113,19 @@ def execute(
     sink: EventSink,
     artifacts: ArtifactStore,
     scope: Scope,
-    cancel: threading.Event | None = None,
-) -> TaskEvent:
-    """Run ``task`` and return the finished event it published."""
+    control: TaskControl | None = None,
+) -> TaskEvent | None:
+    """Run ``task``; return the finished or released event it published (None: abandoned)."""
     with structlog.contextvars.bound_contextvars(
-        scan_id=str(task.scan_id), task_id=str(task.task_id), target=task.target, tool=task.tool
+        scan_id=str(task.scan_id),
+        task_id=str(task.task_id),
+        target=task.target,
+        tool=task.tool,
+        attempt=task.attempt,
     ):
-        return _execute(task, sink=sink, artifacts=artifacts, scope=scope, cancel=cancel)
+        return _execute(
+            task, sink=sink, artifacts=artifacts, scope=scope, control=control or TaskControl()
+        )
 
 
 def _execute(
@@ -93,8 +134,8 @@ def _execute(
     sink: EventSink,
     artifacts: ArtifactStore,
     scope: Scope,
-    cancel: threading.Event | None,
-) -> TaskEvent:
+    control: TaskControl,
+) -> TaskEvent | None:
     def event(kind: TaskEventType, **fields: Any) -> TaskEvent:
         return TaskEvent(
             task_id=task.task_id,
@@ -126,16 +167,17 @@ def _execute(
             time_limit_s=float(task.time_limit_s),
             rps=task.rps,
             options=dict(task.options),
+            cancel=control.cancel,
         )
         invocation = tool.invocation(ctx)
         if invocation is not None:
             argv = list(invocation.argv)
             log.info("tool_started", argv=argv)
-            result = run(argv, timeout_s=task.time_limit_s, cancel=cancel)
+            result = run(argv, timeout_s=task.time_limit_s, cancel=control.cancel)
             raw = result.stdout
             media_type = invocation.media_type
             if result.cancelled:
-                raise _Outcome(TaskStatus.CANCELLED, "cancelled", result.exit_code)
+                raise _stopped(control)
             if result.timed_out:
                 raise _Outcome(
                     TaskStatus.TIMED_OUT, f"killed at its time limit of {task.time_limit_s}s"
@@ -148,9 +190,12 @@ def _execute(
                     result.exit_code,
                 )
         else:
-            raw = _collect_with_limit(tool, ctx)
+            raw = _collect_with_limit(tool, ctx, control)
             media_type = "application/json"
-        stored = artifacts.put(raw, media_type=media_type)
+        try:
+            stored = artifacts.put(raw, media_type=media_type)
+        except OSError as exc:
+            raise _Release(f"artifact store unavailable: {exc}", failure=True) from exc
         artifact_ref = stored.ref
         try:
             findings = tool.parse(raw, ctx)
@@ -169,7 +214,10 @@ def _execute(
             )
             for finding in findings
         ]
-        sink.findings(events)
+        try:
+            sink.findings(events)
+        except TransientError as exc:
+            raise _Release(f"publishing findings failed: {exc}", failure=True) from exc
         published = len(events)
         finished = event(
             TaskEventType.FINISHED,
@@ -177,6 +225,16 @@ def _execute(
             exit_code=0,
             findings_count=published,
         )
+    except _Abandon:
+        log.warning("task_abandoned", reason="its lease was lost; it runs again elsewhere")
+        return None
+    except _Release as release:
+        released = event(
+            TaskEventType.RELEASED, reason=release.reason, transient_failure=release.failure
+        )
+        sink.task_event(released)
+        log.warning("task_released", reason=release.reason, failure=release.failure)
+        return released
     except _Outcome as outcome:
         finished = event(
             TaskEventType.FINISHED,

@@ -17,7 +17,8 @@ import pytest
 from rich.console import Console
 
 from contracts.finding import Finding
-from coordinator.scan_command import run_embedded, summary_json
+from contracts.scan import BudgetOverride
+from coordinator.scan_command import budget_policy, run_embedded, summary_json
 from coordinator.scope import LOOPBACK_SCOPE, Scope
 from workers.tools.base import Invocation, RunContext, Tool, ToolError
 from workers.tools.registry import TOOLS
@@ -112,7 +113,7 @@ def _scan(url: str, tools: list[str], port: int, time_limit: int = 60) -> dict:
         Scope.parse(LOOPBACK_SCOPE),
         Console(file=None, quiet=True),
         show_progress=False,
-        time_limit_s=time_limit,
+        budgets=budget_policy(None, BudgetOverride(max_runtime_s=time_limit)),
         options={"tcp-ports": {"ports": str(port)}},
     )
     return summary_json(url, summary, refusals)

@@ -1,0 +1,397 @@
+"""Leases: a target's concurrency slots and rate, held by its admitted and running tasks.
+
+A task holds a lease while it is ``admitted`` (published, waiting for a worker) or
+``running`` (claimed by a worker, renewed by its heartbeats). Admission gives a pending
+task a lease only when its target has a free slot and enough unallocated rate; the
+allocated rate (``rps_allocated``) is what the task's tool may send. Every change of
+leases happens under one lock (a PostgreSQL advisory lock held to the end of the
+transaction; a process lock on SQLite, whose writers are serialised anyway), so two
+coordinators never admit into the same free slot.
+
+A worker claims its task (``admitted`` -> ``running``) only for the attempt its message
+carries; a message of an earlier attempt, of a cancelled task, or a redelivered one
+whose task another worker still holds, is not run. Leases that pass their expiry (a
+worker lost, a message never started) are reclaimed by :func:`reap`.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, func, or_, select, text, update
+from sqlalchemy.orm import Session
+
+from contracts.task import TaskStatus
+from storage.database import session_scope
+from storage.models import Scan, Task
+
+HELD = (TaskStatus.ADMITTED.value, TaskStatus.RUNNING.value)
+PENDING = TaskStatus.PENDING.value
+#: Most tasks of one target looked at in one admission pass.
+PER_TARGET_WINDOW = 256
+_ADVISORY_KEY = 0x5CF1EE7
+_LOCAL = threading.RLock()
+
+
+def lock(session: Session) -> None:
+    """Serialise lease changes until the end of the transaction."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
+
+
+@contextmanager
+def leased_session(database_url: str) -> Iterator[Session]:
+    """A transaction holding the lease lock until it has committed (or rolled back)."""
+    with _LOCAL, session_scope(database_url) as session:
+        lock(session)
+        yield session
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A task admitted now: the attempt it runs as and the rate it may use."""
+
+    task: Task
+    attempt: int
+    rps: float | None
+
+
+@dataclass
+class _Held:
+    count: int = 0
+    rps: float = 0.0
+
+
+def _held(session: Session, keys: Collection[str]) -> dict[str, _Held]:
+    rows = session.execute(
+        select(Task.target_key, func.count(), func.coalesce(func.sum(Task.rps_allocated), 0.0))
+        .where(Task.status.in_(HELD), Task.target_key.in_(keys))
+        .group_by(Task.target_key)
+    ).all()
+    return {str(key): _Held(int(n), float(rps or 0.0)) for key, n, rps in rows}
+
+
+def _due(now: datetime) -> ColumnElement[bool]:
+    return or_(Task.not_before.is_(None), Task.not_before <= now)
+
+
+def waiting_targets(session: Session, now: datetime, limit: int) -> list[str]:
+    keys = session.scalars(
+        select(Task.target_key)
+        .where(Task.status == PENDING, _due(now), Task.target_key.is_not(None))
+        .distinct()
+        .limit(limit)
+    )
+    return [key for key in keys if key is not None]
+
+
+def _plan_target(candidates: list[Task], held: _Held) -> list[tuple[Task, float | None]]:
+    """Which of a target's waiting tasks (in order) get a lease now, and their rate."""
+    if not candidates:
+        return []
+    head = candidates[0]
+    limit = head.max_concurrency or 1
+    free = limit - held.count
+    if free <= 0:
+        return []
+    if head.rps is None:
+        return [(task, None) for task in candidates[:free]]
+    # The target's rate is split between its leases: each gets at least an equal share
+    # (rps / max_concurrency), and what is unallocated now is shared by those admitted now.
+    available = head.rps - held.rps
+    share = head.rps / limit
+    fits = int((available + 1e-9) // share)
+    count = min(free, fits, len(candidates))
+    if count <= 0:
+        return []
+    granted: list[tuple[Task, float | None]] = []
+    for i, task in enumerate(candidates[:count]):
+        if (task.max_concurrency or 1) <= held.count + i:
+            break
+        granted.append((task, min(available / count, task.rps or available)))
+    return granted
+
+
+def admit(
+    session: Session,
+    now: datetime,
+    *,
+    admitted_ttl: timedelta,
+    target_keys: Iterable[str] | None = None,
+    limit: int = 1000,
+) -> list[Grant]:
+    """Give waiting tasks of the given targets (default: any) the leases their budgets allow.
+
+    The caller holds the lease lock (:func:`leased_session`) and publishes the grants only
+    after the transaction commits.
+    """
+    keys = sorted(set(target_keys)) if target_keys is not None else None
+    if keys is None:
+        keys = waiting_targets(session, now, limit)
+    if not keys:
+        return []
+    held = _held(session, keys)
+    rank = (
+        func.row_number()
+        .over(partition_by=Task.target_key, order_by=(Task.created_at, Task.id))
+        .label("rank")
+    )
+    ranked = (
+        select(Task.id, rank)
+        .where(Task.status == PENDING, _due(now), Task.target_key.in_(keys))
+        .subquery()
+    )
+    tasks = session.scalars(
+        select(Task)
+        .join(ranked, ranked.c.id == Task.id)
+        .where(ranked.c.rank <= PER_TARGET_WINDOW)
+        .order_by(Task.target_key, ranked.c.rank)
+    ).all()
+    by_target: dict[str, list[Task]] = {}
+    for task in tasks:
+        by_target.setdefault(task.target_key or "", []).append(task)
+    grants: list[Grant] = []
+    expires = now + admitted_ttl
+    updates = []
+    for key, candidates in by_target.items():
+        for task, rps in _plan_target(candidates, held.get(key, _Held())):
+            attempt = task.attempts + 1
+            updates.append(
+                {
+                    "id": task.id,
+                    "status": TaskStatus.ADMITTED.value,
+                    "attempts": attempt,
+                    "admitted_at": now,
+                    "lease_expires_at": expires,
+                    "rps_allocated": rps,
+                    "not_before": None,
+                    "worker": None,
+                }
+            )
+            grants.append(Grant(task, attempt, rps))
+    if updates:
+        session.execute(update(Task), updates)
+    return grants
+
+
+def unadmit(session: Session, grants: Iterable[Grant]) -> None:
+    """Take back leases whose messages could not be published."""
+    for grant in grants:
+        session.execute(
+            update(Task)
+            .where(
+                Task.id == grant.task.id,
+                Task.status == TaskStatus.ADMITTED.value,
+                Task.attempts == grant.attempt,
+            )
+            .values(
+                status=PENDING,
+                attempts=grant.attempt - 1,
+                lease_expires_at=None,
+                rps_allocated=None,
+                admitted_at=None,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class Claim:
+    ok: bool
+    #: Why a claim was refused: cancelled, finished, stale-attempt, held-elsewhere, unknown.
+    reason: str = ""
+
+
+def claim(
+    session: Session,
+    task_id: uuid.UUID,
+    attempt: int,
+    worker: str,
+    now: datetime,
+    lease_ttl: timedelta,
+) -> Claim:
+    """A worker takes its admitted task: ``running`` from now, lease renewed by heartbeats."""
+    result = session.execute(
+        update(Task)
+        .where(
+            Task.id == task_id,
+            Task.attempts == attempt,
+            Task.status == TaskStatus.ADMITTED.value,
+            Task.cancel_requested.is_(False),
+        )
+        .values(
+            status=TaskStatus.RUNNING.value,
+            started_at=now,
+            finished_at=None,
+            worker=worker,
+            lease_expires_at=now + lease_ttl,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        return Claim(True)
+    task = session.get(Task, task_id)
+    if task is None:
+        return Claim(False, "unknown")
+    if task.status == TaskStatus.CANCELLED.value or task.cancel_requested:
+        return Claim(False, "cancelled")
+    if TaskStatus(task.status).final:
+        return Claim(False, "finished")
+    if task.attempts != attempt:
+        return Claim(False, "stale-attempt")
+    return Claim(False, "held-elsewhere")
+
+
+def renew(
+    session: Session,
+    leases: dict[uuid.UUID, int],
+    worker: str,
+    now: datetime,
+    lease_ttl: timedelta,
+) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """Heartbeat: extend this worker's leases; returns (cancel requested, lost) task ids."""
+    if not leases:
+        return set(), set()
+    session.execute(
+        update(Task)
+        .where(
+            Task.id.in_(list(leases)),
+            Task.status == TaskStatus.RUNNING.value,
+            Task.worker == worker,
+        )
+        .values(lease_expires_at=now + lease_ttl)
+        .execution_options(synchronize_session=False)
+    )
+    rows = session.execute(
+        select(Task.id, Task.status, Task.attempts, Task.worker, Task.cancel_requested).where(
+            Task.id.in_(list(leases))
+        )
+    ).all()
+    cancel = {row.id for row in rows if row.cancel_requested}
+    lost = {
+        row.id
+        for row in rows
+        if row.status != TaskStatus.RUNNING.value
+        or row.attempts != leases[row.id]
+        or row.worker != worker
+    }
+    return cancel, lost - cancel
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int
+    backoff: Callable[[int], timedelta]
+
+
+@dataclass
+class Reaped:
+    retried: list[uuid.UUID] = field(default_factory=list)
+    failed: list[uuid.UUID] = field(default_factory=list)
+    cancelled: list[uuid.UUID] = field(default_factory=list)
+    scans: set[uuid.UUID] = field(default_factory=set)
+
+
+def retry_or_fail(
+    task: Task, reason: str, now: datetime, policy: RetryPolicy, *, failure: bool = True
+) -> bool:
+    """Hand ``task`` back for another attempt (True), or fail it when attempts are spent."""
+    task.last_error = reason[:4000]
+    task.lease_expires_at = None
+    task.rps_allocated = None
+    if failure and task.attempts >= policy.max_attempts:
+        task.status = TaskStatus.FAILED.value
+        task.reason = f"gave up after {task.attempts} attempts: {reason}"[:4000]
+        task.finished_at = now
+        return False
+    task.status = PENDING
+    task.not_before = now + policy.backoff(task.attempts) if failure else None
+    return True
+
+
+def cancel_task(task: Task, reason: str, now: datetime) -> None:
+    task.status = TaskStatus.CANCELLED.value
+    task.reason = reason[:4000]
+    task.finished_at = now
+    task.lease_expires_at = None
+    task.rps_allocated = None
+
+
+def reap(session: Session, now: datetime, policy: RetryPolicy) -> Reaped:
+    """Reclaim expired leases (the caller holds the lease lock)."""
+    reaped = Reaped()
+    expired = session.scalars(
+        select(Task)
+        .where(Task.status.in_(HELD), Task.lease_expires_at < now)
+        .order_by(Task.lease_expires_at)
+        .limit(1000)
+    ).all()
+    for task in expired:
+        reaped.scans.add(task.scan_id)
+        if task.cancel_requested:
+            cancel_task(task, "cancelled (its worker was lost)", now)
+            reaped.cancelled.append(task.id)
+            continue
+        if task.status == TaskStatus.RUNNING.value:
+            reason = f"worker {task.worker} lost: lease expired"
+        else:
+            reason = "admitted but never started by a worker: lease expired"
+        if retry_or_fail(task, reason, now, policy):
+            reaped.retried.append(task.id)
+        else:
+            reaped.failed.append(task.id)
+    session.flush()
+    return reaped
+
+
+def cancel_scan_tasks(
+    session: Session, scan_id: uuid.UUID, reason: str, now: datetime
+) -> tuple[int, int]:
+    """Cancel what has not started; ask running tasks to stop. (cancelled, stopping)."""
+    waiting = session.scalars(
+        select(Task).where(
+            Task.scan_id == scan_id,
+            Task.status.in_((PENDING, TaskStatus.ADMITTED.value)),
+        )
+    ).all()
+    for task in waiting:
+        cancel_task(task, reason, now)
+    stopping = session.execute(
+        update(Task)
+        .where(Task.scan_id == scan_id, Task.status == TaskStatus.RUNNING.value)
+        .values(cancel_requested=True)
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()
+    return len(waiting), int(stopping.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def overdue_scans(session: Session, now: datetime) -> list[Scan]:
+    return list(
+        session.scalars(
+            select(Scan).where(
+                Scan.status == "running",
+                Scan.deadline_at.is_not(None),
+                Scan.deadline_at < now,
+                Scan.cancel_requested_at.is_(None),
+            )
+        )
+    )
+
+
+def settled_scans(session: Session, limit: int = 100) -> list[uuid.UUID]:
+    """Running scans none of whose tasks is still open: they should have ended."""
+    open_task = (
+        select(Task.id).where(Task.scan_id == Scan.id, Task.status.in_((PENDING, *HELD))).exists()
+    )
+    return list(
+        session.scalars(
+            select(Scan.id)
+            .where(Scan.status == "running", Scan.origin == "scanfleet", ~open_task)
+            .limit(limit)
+        )
+    )
