@@ -258,6 +258,10 @@ def scan(
     max_wall: Annotated[
         int | None, typer.Option("--max-wall", min=1, help="Seconds for the whole scan")
     ] = None,
+    tool_option: Annotated[
+        list[str] | None,
+        typer.Option("--tool-option", help="TOOL.KEY=VALUE, e.g. nmap.top_ports=50; repeatable"),
+    ] = None,
 ) -> None:
     """Scan TARGETs: plan target x tool, check scope, run within budgets, summarise findings."""
     from contracts.scan import BudgetOverride
@@ -274,7 +278,7 @@ def scan(
     out = Console(stderr=True)
     follow = sc.is_terminal() if wait is None else wait
     database_url = _database_url()
-    options = {"nmap": {"ports": ports}, "tcp-ports": {"ports": ports}} if ports else None
+    options = sc.tool_options(ports, tool_option or [])
     budgets = sc.budget_policy(
         profile,
         BudgetOverride(
@@ -471,7 +475,8 @@ def tasks_list(
         _print_json(rows)
         return
     table = Table(title=f"{len(rows)} task(s)")
-    for column in ("target", "tool", "state", "attempts", "started", "finished", "exit", "reason"):
+    columns = ("target", "tool", "state", "attempts", "started", "finished", "exit", "reason")
+    for column in (*columns, "last error"):
         table.add_column(column)
     for t in rows:
         table.add_row(
@@ -483,6 +488,7 @@ def tasks_list(
             t["finished_at"] or "",
             "" if t["exit_code"] is None else str(t["exit_code"]),
             t["reason"] or "",
+            t["last_error"] or "",
         )
     console.print(table)
 
@@ -581,9 +587,10 @@ def worker(
     dramatiq_worker = dramatiq.Worker(
         broker, queues={task_queue(p, c) for p, c in consumed}, worker_threads=threads
     )
-    # A worker holds few messages it cannot start at once: each waits unacked, and the
-    # broker's consumer timeout counts from delivery.
-    dramatiq_worker.queue_prefetch = max(1, threads // len(consumed))
+    # Per queue, a worker holds no more messages than it has threads. One it cannot start
+    # at once waits unacked at most one task's runtime, which the consumer timeout covers
+    # (see ScanSettings.max_task_runtime_s).
+    dramatiq_worker.queue_prefetch = threads
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -51,7 +51,22 @@ TOOL_POOLS = {
 URL_TOOLS = frozenset({"http-headers", "http-exposure"})
 
 
+def pool_of(tool: str) -> str:
+    if tool in TOOL_POOLS:
+        return TOOL_POOLS[tool]
+    from workers.tools.registry import tools
+
+    plugin = tools().get(tool)
+    return plugin.pool if plugin is not None else "default"
+
+
 def applies(tool: str, target: ParsedTarget) -> bool:
+    if tool not in TOOL_POOLS:
+        from workers.tools.registry import tools
+
+        plugin = tools().get(tool)
+        if plugin is not None:
+            return (target.url is not None) == (plugin.target_kind == "url")
     if tool in URL_TOOLS:
         return target.url is not None
     if tool == "tls-cert":
@@ -125,7 +140,8 @@ def check_runtime(budgets: BudgetPolicy) -> None:
     if budgets.base.max_runtime_s > limit:
         raise ConfigError(
             f"max runtime {budgets.base.max_runtime_s}s is above {limit}s, the most the "
-            "broker's consumer timeout allows (SCANFLEET_BROKER_CONSUMER_TIMEOUT_S minus 60s)"
+            "broker's consumer timeout allows (SCANFLEET_BROKER_CONSUMER_TIMEOUT_S: a task "
+            "may wait one runtime for a worker thread, then run one, unacked)"
         )
 
 
@@ -180,7 +196,7 @@ def dispatch(
                 id=uuid.uuid4(),
                 target=planned.target.text(),
                 tool=planned.tool,
-                pool=TOOL_POOLS.get(planned.tool, "default"),
+                pool=pool_of(planned.tool),
                 options=(options or {}).get(planned.tool, {}),
                 target_key=planned.target_key,
                 budget_class=budget.budget_class,

@@ -163,6 +163,13 @@ def task_json(task: Any) -> dict[str, Any]:
         "options": task.options,
         "worker": task.worker,
         "last_error": task.last_error,
+        "target_key": task.target_key,
+        "budget_class": task.budget_class,
+        "max_concurrency": task.max_concurrency,
+        "rps": task.rps,
+        "rps_allocated": task.rps_allocated,
+        "max_runtime_s": task.max_runtime_s,
+        "cancel_requested": task.cancel_requested,
         "scan_id": str(task.scan_id),
     }
 
@@ -255,3 +262,23 @@ def publish_scan_event(broker_url: str, event: ScanEvent) -> None:
         )
     finally:
         connection.close()
+
+
+def tool_options(ports: str | None, entries: list[str]) -> dict[str, dict[str, Any]] | None:
+    """``--ports`` and ``--tool-option TOOL.KEY=VALUE`` (VALUE read as JSON when it is)."""
+    import json
+
+    options: dict[str, dict[str, Any]] = {}
+    if ports:
+        options = {"nmap": {"ports": ports}, "tcp-ports": {"ports": ports}}
+    for entry in entries:
+        name, sep, raw = entry.partition("=")
+        tool, dot, key = name.partition(".")
+        if not sep or not dot or not tool or not key:
+            raise ConfigError(f"--tool-option {entry!r}: expected TOOL.KEY=VALUE")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        options.setdefault(tool, {})[key] = value
+    return options or None

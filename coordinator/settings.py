@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from coordinator.budgets import FleetConfig
 from coordinator.scope import LOOPBACK_SCOPE
 
+#: dramatiq's own time limit is the task's plus this (a last resort).
+TIME_LIMIT_MARGIN_S = 60
+
 
 class ScanSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SCANFLEET_", extra="ignore")
@@ -66,8 +69,13 @@ class ScanSettings(BaseSettings):
 
     @property
     def max_task_runtime_s(self) -> int:
-        """The longest time limit a task may have: a margin under the consumer timeout."""
-        return self.broker_consumer_timeout_s - 60
+        """The longest time limit a task may have under the broker's consumer timeout.
+
+        A delivered message stays unacked while its task runs, and a prefetched one may
+        first wait for a busy worker thread, as long as one task at most: so twice the
+        time limit (plus dramatiq's margin) must fit in the consumer timeout.
+        """
+        return (self.broker_consumer_timeout_s - 2 * TIME_LIMIT_MARGIN_S) // 2
 
     def fleet_config(self) -> FleetConfig:
         return FleetConfig.load(self.config)

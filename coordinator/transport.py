@@ -14,11 +14,10 @@ from dramatiq.brokers.stub import StubBroker
 
 from contracts.task import TaskMessage
 from coordinator.budgets import BUDGET_CLASSES
+from coordinator.settings import TIME_LIMIT_MARGIN_S
 
 TASK_QUEUE_PREFIX = "scanfleet.tasks."
 POOLS = ("default", "network", "web")
-#: Past a task's own time limit, dramatiq's time limit is a last resort only.
-TIME_LIMIT_MARGIN_S = 60
 
 
 def task_queue(pool: str, budget_class: str = "standard") -> str:

@@ -14,6 +14,7 @@ retries it. A tool's own failure and a scope refusal end it, and are never retri
 from __future__ import annotations
 
 import hashlib
+import itertools
 import socket
 import threading
 import time
@@ -153,7 +154,8 @@ def _execute(
     artifact_ref: str | None = None
     published = 0
     try:
-        targets = list(parse_target(task.target))
+        # A task carries one target: never expand a (hostile) CIDR past its second address.
+        targets = list(itertools.islice(parse_target(task.target), 2))
         if len(targets) != 1:
             raise _Outcome(TaskStatus.FAILED, "a task carries exactly one target")
         parsed = targets[0]

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pika
 import pytest
+from sqlalchemy import update
 
 from contracts.task import TaskEvent, TaskEventType, TaskStatus
 from coordinator.service import TASK_EVENTS_EXCHANGE, declare
 from storage.database import session_scope
-from storage.scans import add_tasks, create_scan, task_rows
+from storage.models import Task
+from storage.scans import NewTask, add_tasks, create_scan, mark_dispatched, task_rows
 from tests.integration.services import REPO_ROOT, try_scalar, wait_for
 from tests.integration.test_ingest_faults import _restart_postgresql
 
@@ -36,11 +38,18 @@ def test_coordinator_applies_task_events_across_a_postgresql_restart(
             task_rows(
                 scan_id,
                 [
-                    (task_ids[0], "127.0.0.1", "tcp-ports", "default", {}),
-                    (task_ids[1], "127.0.0.2", "tcp-ports", "default", {}),
+                    NewTask(
+                        task_id, target, "tcp-ports", "default", {}, target, "standard", 2, 10.0, 60
+                    )
+                    for task_id, target in zip(task_ids, ["127.0.0.1", "127.0.0.2"], strict=True)
                 ],
             ),
         )
+        # As if admitted and claimed by a worker: first attempt, running.
+        session.execute(
+            update(Task).where(Task.scan_id == scan_id).values(status="running", attempts=1)
+        )
+        mark_dispatched(session, scan_id)
     env = dict(os.environ, SCANFLEET_DATABASE_URL=database_url, SCANFLEET_BROKER_URL=broker_url)
     log = tmp_path / "coordinator.log"
     process = subprocess.Popen(
