@@ -1,8 +1,9 @@
 """http-headers observations (JSON) to ``web.exposure`` findings: missing or weak
 security headers and cookie flags of one HTTP response.
 
-Pure: bytes in, findings out. Secrets never leave the worker: :func:`redact` runs when the
-response is recorded and again here before headers become evidence.
+Pure: bytes in, findings out. Secrets never leave the worker: headers are redacted
+(:func:`workers.tools.redaction.redact`) when the response is recorded and again here
+before they become evidence.
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ from contracts.finding import Asset, Evidence, Finding, normalise_ip
 from workers.tools.address import is_ip
 from workers.tools.base import Target, ToolError
 from workers.tools.observation import read_observation
+from workers.tools.redaction import redact
 
-REDACTED = "[REDACTED]"
-_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
-_SECRET_WORDS = ("token", "secret", "password", "api-key", "apikey", "session")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -122,28 +121,6 @@ RULES: dict[str, _Rule] = {
 def parse(raw: bytes, target: Target) -> list[Finding]:
     fetch = read_observation(HeaderFetch, raw, "http-headers")
     return _Response(fetch, target).findings()
-
-
-def redact(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The headers with secret values replaced by ``[REDACTED]``; cookie names and
-    attributes are kept, cookie values are not."""
-    return [(name, _redacted_value(name, value)) for name, value in headers]
-
-
-def _redacted_value(name: str, value: str) -> str:
-    lower = name.lower()
-    if lower == "set-cookie":
-        first, sep, attributes = value.partition(";")
-        cookie_name, eq, _ = first.partition("=")
-        redacted = f"{cookie_name.strip()}={REDACTED}" if eq else REDACTED
-        return redacted + (f";{attributes}" if sep else "")
-    if lower in _SECRET_HEADERS or any(word in lower for word in _SECRET_WORDS):
-        return REDACTED
-    if lower in ("location", "content-location", "refresh") and "?" in value:
-        # Redirects often carry tokens in their query string: keep the path only.
-        head, _, _query = value.partition("?")
-        return f"{head}?{REDACTED}"
-    return value
 
 
 def csp_weaknesses(policy: str) -> list[str]:
