@@ -14,14 +14,12 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.enums import Confidence, EvidenceType, FindingKind, Severity, Transport
-from contracts.finding import Asset, Evidence, Finding, normalise_ip
-from workers.tools.address import is_ip
-from workers.tools.base import Target, ToolError
+from contracts.enums import Confidence, EvidenceType, FindingKind, Severity
+from contracts.finding import Asset, Evidence, Finding
+from workers.tools.base import Target
 from workers.tools.observation import read_observation
 from workers.tools.redaction import redact
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+from workers.tools.web_asset import web_asset
 
 
 class HeaderFetch(BaseModel):
@@ -255,20 +253,4 @@ class _Response:
 
 
 def _asset(fetch: HeaderFetch, target: Target) -> Asset:
-    parts = urlsplit(fetch.final_url)
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").rstrip(".").lower()
-    if scheme not in _DEFAULT_PORTS or not host:
-        raise ToolError(f"http-headers output has an unusable final_url {fetch.final_url!r}")
-    try:
-        port = parts.port or _DEFAULT_PORTS[scheme]
-        ip = fetch.ip or target.ip or (host if is_ip(host) else None)
-        return Asset(
-            host=None if is_ip(host) else host,
-            ip=None if ip is None else normalise_ip(ip),
-            transport=Transport.TCP,
-            port=port,
-            url=fetch.final_url,
-        )
-    except ValueError as exc:
-        raise ToolError(f"http-headers output has an invalid address: {exc}") from exc
+    return web_asset(fetch.final_url, fetch.ip, target, tool="http-headers", field="final_url")
