@@ -18,7 +18,7 @@ partial list, which would read as exposures fixed. A run whose requests cannot f
 time limit at ``ctx.rps`` is refused up front.
 
 Only the start of each body is kept (:data:`TEXT_BYTES` of text, redacted, or
-:data:`BINARY_BYTES` of a binary body, enough for its file signature).
+:data:`BINARY_BYTES` of a binary body: its file signature, not its content).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ READ_BYTES = 64 * 1024
 #: Bytes of a text body kept (redacted) in the output.
 TEXT_BYTES = 4096
 #: Bytes of a binary body kept in the output: enough for a file signature, no content.
-BINARY_BYTES = 64
+BINARY_BYTES = 16
 REQUEST_TIMEOUT_S = 10.0
 #: Consecutive failed probes after which the target counts as gone.
 MAX_CONSECUTIVE_ERRORS = 3
@@ -187,7 +187,7 @@ class _Client:
                     elapsed_ms=_ms_since(started),
                     error=f"{type(exc).__name__}: {exc}".rstrip(": "),
                 )
-            location = dict(fetched.headers).get("location")
+            location = next((v for n, v in fetched.headers if n.lower() == "location"), None)
             if fetched.status not in REDIRECT_STATUSES or not location:
                 break
             following = urljoin(current.geturl(), location.strip())
