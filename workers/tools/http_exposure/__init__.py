@@ -12,8 +12,10 @@ the worker resolved and checked (``target.ip``) with the URL's host in ``Host`` 
 task's :class:`~workers.tools.pacing.Pacer` (``ctx.rps`` per second) and has a timeout.
 Redirects are followed only on the target's host (at most :data:`MAX_REDIRECTS`).
 
-The run stops at once when ``ctx.cancel`` is set, and before the next request would end
-past ``ctx.time_limit_s``; either way it fails (:class:`ToolError`) rather than report a
+The run stops at once when ``ctx.cancel`` is set (even while waiting for a slot), and
+rather than start a request with less than :data:`MIN_REQUEST_TIME_S` of
+``ctx.time_limit_s`` left (each request's timeout is capped by the time left); either
+way it fails (:class:`ToolError`) rather than report a
 partial list, which would read as exposures fixed. A run whose requests cannot fit the
 time limit at ``ctx.rps`` is refused up front.
 
@@ -60,6 +62,8 @@ TEXT_BYTES = 4096
 #: Bytes of a binary body kept in the output: enough for a file signature, no content.
 BINARY_BYTES = 16
 REQUEST_TIMEOUT_S = 10.0
+#: A request is not started with less time than this left before the time limit.
+MIN_REQUEST_TIME_S = 1.0
 #: Consecutive failed probes after which the target counts as gone.
 MAX_CONSECUTIVE_ERRORS = 3
 #: Response headers kept in the output.
@@ -152,6 +156,8 @@ class _Fetched:
     headers: list[tuple[str, str]]
     body: bytes
     complete: bool
+    #: Seconds from sending the request to the end of the body read.
+    elapsed: float
 
 
 class _Client:
@@ -167,6 +173,8 @@ class _Client:
         self._deadline = time.monotonic() + ctx.time_limit_s
         self._connections: dict[tuple[str, str], http.client.HTTPConnection] = {}
         self.requests = 0
+        #: When the current request started (monotonic, and wall clock).
+        self._started, self._started_at = time.monotonic(), datetime.now(UTC)
 
     def probe(self, path: str, body_secrets: BodySecrets) -> ProbeResponse:
         """GET ``path`` (relative to the base URL), following same-host redirects."""
@@ -174,7 +182,8 @@ class _Client:
         current = first
         redirects: list[str] = []
         refused = None
-        started, at = time.monotonic(), datetime.now(UTC)
+        elapsed = 0.0  # seconds spent in requests, pacing waits left out
+        sent: datetime | None = None  # when the first request was sent
         while True:
             try:
                 fetched = self._get(current)
@@ -183,10 +192,12 @@ class _Client:
                     path=path,
                     url=first.geturl(),
                     redirects=redirects,
-                    at=at,
-                    elapsed_ms=_ms_since(started),
+                    at=sent or self._started_at,
+                    elapsed_ms=_ms(elapsed + time.monotonic() - self._started),
                     error=f"{type(exc).__name__}: {exc}".rstrip(": "),
                 )
+            sent = sent or self._started_at
+            elapsed += fetched.elapsed
             location = next((v for n, v in fetched.headers if n.lower() == "location"), None)
             if fetched.status not in REDIRECT_STATUSES or not location:
                 break
@@ -211,8 +222,8 @@ class _Client:
             body_encoding=encoding,
             body_bytes=len(fetched.body),
             body_complete=fetched.complete,
-            at=at,
-            elapsed_ms=_ms_since(started),
+            at=sent or self._started_at,
+            elapsed_ms=_ms(elapsed),
         )
 
     def _wait_for_slot(self) -> float:
@@ -221,14 +232,15 @@ class _Client:
             raise _Stopped("cancelled")
         delay = self._pacer.reserve()
         left = self._deadline - time.monotonic() - delay
-        if left < min(1.0, REQUEST_TIMEOUT_S):
+        if left < MIN_REQUEST_TIME_S:
             raise _Stopped(f"the time limit of {self._ctx.time_limit_s:g} s is near")
-        if self._ctx.cancel.wait(delay) if delay > 0 else self._ctx.cancel.is_set():
+        if delay > 0 and self._ctx.cancel.wait(delay):
             raise _Stopped("cancelled")
         return left
 
     def _get(self, url: SplitResult) -> _Fetched:
         timeout = min(REQUEST_TIMEOUT_S, self._wait_for_slot())
+        self._started, self._started_at = time.monotonic(), datetime.now(UTC)
         key = (url.scheme, str(url.port))
         conn = self._connections.get(key)
         if conn is None:
@@ -263,6 +275,7 @@ class _Client:
             headers=response.getheaders(),
             body=body,
             complete=complete,
+            elapsed=time.monotonic() - self._started,
         )
 
     def close(self) -> None:
@@ -296,5 +309,5 @@ def _without_query(url: str) -> str:
     return f"{head}?{REDACTED}" if query else head
 
 
-def _ms_since(started: float) -> float:
-    return round((time.monotonic() - started) * 1000, 1)
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
