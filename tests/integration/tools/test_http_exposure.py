@@ -208,3 +208,15 @@ def test_an_unreachable_target_is_a_tool_error() -> None:
 def test_non_http_urls_are_refused(url: str) -> None:
     with pytest.raises(ToolError, match="refused"):
         run(RunContext(Target(ip="127.0.0.1", url=url), 60))
+
+
+def test_a_target_that_stops_answering_fails_the_run() -> None:
+    def broken(path: str) -> Page:
+        if path.startswith("/scanfleet-"):
+            return catch_all(path)
+        raise ConnectionAbortedError("the server drops the connection")
+
+    with HttpServer({}, default=broken, keep_alive=True) as server:
+        with pytest.raises(ToolError, match=r"3 probes of .* failed in a row"):
+            run(RunContext(Target(ip="127.0.0.1", url=server.url()), 60))
+        assert len(server.requests) == 4
