@@ -12,13 +12,15 @@ import importlib
 import os
 
 from workers.tools.base import Tool, ToolError, ToolUnavailable
+from workers.tools.http_exposure import HttpExposureTool
 from workers.tools.http_headers import HttpHeadersTool
 from workers.tools.nmap import NmapTool
 from workers.tools.tcp_ports import TcpPortsTool
 from workers.tools.tls_cert import TlsCertTool
 
 TOOLS: dict[str, type[Tool]] = {
-    tool.name: tool for tool in (NmapTool, TcpPortsTool, HttpHeadersTool, TlsCertTool)
+    tool.name: tool
+    for tool in (NmapTool, TcpPortsTool, HttpHeadersTool, TlsCertTool, HttpExposureTool)
 }
 
 

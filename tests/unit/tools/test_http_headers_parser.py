@@ -11,7 +11,8 @@ from contracts.enums import Confidence, EvidenceType, FindingKind, Severity
 from contracts.finding import Finding
 from tests.fixtures.tools.record import load_case
 from workers.tools.base import Target, ToolError
-from workers.tools.http_headers.parser import REDACTED, csp_weaknesses, parse, redact
+from workers.tools.http_headers.parser import csp_weaknesses, parse
+from workers.tools.redaction import REDACTED, redact
 
 
 def rules(findings: list[Finding]) -> set[tuple[str, str]]:

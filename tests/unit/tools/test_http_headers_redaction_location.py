@@ -1,6 +1,6 @@
 """Redirect targets keep their path but never their query string (tokens live there)."""
 
-from workers.tools.http_headers.parser import REDACTED, redact
+from workers.tools.redaction import REDACTED, redact
 
 
 def test_location_query_strings_are_redacted_and_paths_kept() -> None:

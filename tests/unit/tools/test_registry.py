@@ -9,8 +9,8 @@ from workers.tools.nmap import NmapTool
 from workers.tools.registry import TOOLS, available_tools, get_tool
 
 
-def test_the_four_tools_are_registered_under_their_task_names() -> None:
-    assert set(TOOLS) == {"nmap", "tcp-ports", "http-headers", "tls-cert"}
+def test_the_tools_are_registered_under_their_task_names() -> None:
+    assert set(TOOLS) == {"nmap", "tcp-ports", "http-headers", "tls-cert", "http-exposure"}
     for name, tool in TOOLS.items():
         assert tool.name == name
         assert isinstance(get_tool(name), tool)
@@ -22,17 +22,20 @@ def test_pools_and_target_kinds() -> None:
         "tcp-ports": ("default", "host"),
         "http-headers": ("web", "url"),
         "tls-cert": ("web", "host"),
+        "http-exposure": ("web", "url"),
     }
 
 
 def test_unknown_tool_is_an_error_listing_the_known_ones() -> None:
-    with pytest.raises(ToolError, match="unknown tool 'nmapp'; known tools: http-headers, nmap"):
+    with pytest.raises(
+        ToolError, match="unknown tool 'nmapp'; known tools: http-exposure, http-headers, nmap"
+    ):
         get_tool("nmapp")
 
 
 def test_builtin_tools_report_the_distribution_version() -> None:
     versions = available_tools()
-    for name in ("tcp-ports", "http-headers", "tls-cert"):
+    for name in ("tcp-ports", "http-headers", "tls-cert", "http-exposure"):
         assert versions[name].startswith("builtin")
 
 

@@ -10,22 +10,31 @@ paced to ``ctx.rps`` per second and bounded by ``ctx.time_limit_s`` together.
 from __future__ import annotations
 
 import http.client
-import ssl
 import time
 from typing import ClassVar
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 from contracts.finding import Finding
-from workers.tools.address import checked_address, checked_host_name, is_ip
-from workers.tools.base import RunContext, Target, Tool, ToolError
+from workers.tools.address import is_ip
+from workers.tools.base import RunContext, Tool, ToolError
 from workers.tools.builtin import builtin_version
 from workers.tools.http_headers import parser
-from workers.tools.http_headers.parser import HeaderFetch, redact
+from workers.tools.http_headers.parser import HeaderFetch
 from workers.tools.pacing import Pacer
+from workers.tools.pinned_http import (
+    REDIRECT_STATUSES,
+    REQUEST_ERRORS,
+    checked_url,
+    connect_address,
+    connection,
+    host_header,
+    request_path,
+    same_host,
+)
+from workers.tools.redaction import redact
 
 MAX_REDIRECTS = 5
 _REQUEST_TIMEOUT_S = 10.0
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
 class HttpHeadersTool(Tool):
@@ -38,8 +47,8 @@ class HttpHeadersTool(Tool):
         return builtin_version()
 
     def collect(self, ctx: RunContext) -> bytes:
-        url = _checked_url(ctx.target)
-        connect_to = checked_address(ctx.target) if ctx.target.ip else _url_host(url)
+        url = checked_url(ctx.target, self.name)
+        connect_to = connect_address(ctx.target, url)
         pacer = Pacer(ctx.rps)
         deadline = time.monotonic() + ctx.time_limit_s
         current, refused = url, None
@@ -48,11 +57,11 @@ class HttpHeadersTool(Tool):
             pacer.wait()
             response = _fetch(current, connect_to, deadline, self.version())
             location = response.getheader("location")
-            if response.status not in _REDIRECT_STATUSES or not location:
+            if response.status not in REDIRECT_STATUSES or not location:
                 break
             following = urljoin(current.geturl(), location.strip())
             next_url = urlsplit(following)
-            if not _same_host(next_url, url):
+            if not same_host(next_url, url):
                 refused = following
                 break
             if len(redirects) == MAX_REDIRECTS:
@@ -77,93 +86,28 @@ class HttpHeadersTool(Tool):
         return parser.parse(raw, ctx.target)
 
 
-def _checked_url(target: Target) -> SplitResult:
-    if not target.url:
-        raise ToolError("http-headers needs a URL target")
-    url = urlsplit(target.url.strip())
-    if url.scheme not in ("http", "https"):
-        raise ToolError(f"refused target URL {target.url!r}: only http and https are scanned")
-    if url.username is not None or url.password is not None:
-        raise ToolError("refused target URL: it carries credentials")
-    try:
-        url.port  # noqa: B018 (raises ValueError for a bad port)
-    except ValueError as exc:
-        raise ToolError(f"refused target URL {target.url!r}: {exc}") from exc
-    _url_host(url)
-    return url
-
-
-def _url_host(url: SplitResult) -> str:
-    host = (url.hostname or "").rstrip(".").lower()
-    if not host:
-        raise ToolError(f"refused URL {url.geturl()!r}: it has no host")
-    return host if is_ip(host) else checked_host_name(host)
-
-
-def _same_host(candidate: SplitResult, target: SplitResult) -> bool:
-    """Whether a redirect stays on the target's host (any port, http or https)."""
-    if candidate.scheme not in ("http", "https"):
-        return False
-    try:
-        candidate.port  # noqa: B018 (raises ValueError for a bad port)
-        return _url_host(candidate) == _url_host(target)
-    except (ValueError, ToolError):
-        return False
-
-
-class _TLSConnection(http.client.HTTPConnection):
-    """HTTPS to a pinned address, SNI set to the URL's host name, certificate not checked."""
-
-    default_port = 443
-
-    def __init__(self, address: str, port: int, *, sni: str | None, timeout: float) -> None:
-        super().__init__(address, port, timeout=timeout)
-        self._sni = sni
-
-    def connect(self) -> None:
-        super().connect()
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # tls-cert judges the certificate
-        self.sock = context.wrap_socket(self.sock, server_hostname=self._sni)
-
-
 def _fetch(
     url: SplitResult, connect_to: str, deadline: float, version: str
 ) -> http.client.HTTPResponse:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise ToolError(f"http-headers ran out of time before fetching {url.geturl()}")
-    timeout = min(_REQUEST_TIMEOUT_S, remaining)
-    host = _url_host(url)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    connection: http.client.HTTPConnection
-    if url.scheme == "https":
-        sni = None if is_ip(host) else host
-        connection = _TLSConnection(connect_to, port, sni=sni, timeout=timeout)
-    else:
-        connection = http.client.HTTPConnection(connect_to, port, timeout=timeout)
-    host_header = f"[{host}]" if ":" in host else host
-    if url.port is not None:
-        host_header = f"{host_header}:{url.port}"
-    path = url.path or "/"
-    if url.query:
-        path = f"{path}?{url.query}"
+    conn = connection(url, connect_to, timeout=min(_REQUEST_TIMEOUT_S, remaining))
     try:
-        connection.request(
+        conn.request(
             "GET",
-            path,
+            request_path(url),
             headers={
-                "Host": host_header,
+                "Host": host_header(url),
                 "User-Agent": f"scanfleet-http-headers/{version}",
                 "Accept": "*/*",
                 "Connection": "close",
             },
         )
-        response = connection.getresponse()
+        response = conn.getresponse()
         response.close()  # only the head matters; never read the body
-    except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
+    except REQUEST_ERRORS as exc:
         raise ToolError(f"http-headers could not fetch {url.geturl()}: {exc}") from exc
     finally:
-        connection.close()
+        conn.close()
     return response

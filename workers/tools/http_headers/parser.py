@@ -1,8 +1,9 @@
 """http-headers observations (JSON) to ``web.exposure`` findings: missing or weak
 security headers and cookie flags of one HTTP response.
 
-Pure: bytes in, findings out. Secrets never leave the worker: :func:`redact` runs when the
-response is recorded and again here before headers become evidence.
+Pure: bytes in, findings out. Secrets never leave the worker: headers are redacted
+(:func:`workers.tools.redaction.redact`) when the response is recorded and again here
+before they become evidence.
 """
 
 from __future__ import annotations
@@ -13,16 +14,12 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.enums import Confidence, EvidenceType, FindingKind, Severity, Transport
-from contracts.finding import Asset, Evidence, Finding, normalise_ip
-from workers.tools.address import is_ip
-from workers.tools.base import Target, ToolError
+from contracts.enums import Confidence, EvidenceType, FindingKind, Severity
+from contracts.finding import Asset, Evidence, Finding
+from workers.tools.base import Target
 from workers.tools.observation import read_observation
-
-REDACTED = "[REDACTED]"
-_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
-_SECRET_WORDS = ("token", "secret", "password", "api-key", "apikey", "session")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+from workers.tools.redaction import redact
+from workers.tools.web_asset import web_asset
 
 
 class HeaderFetch(BaseModel):
@@ -122,28 +119,6 @@ RULES: dict[str, _Rule] = {
 def parse(raw: bytes, target: Target) -> list[Finding]:
     fetch = read_observation(HeaderFetch, raw, "http-headers")
     return _Response(fetch, target).findings()
-
-
-def redact(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The headers with secret values replaced by ``[REDACTED]``; cookie names and
-    attributes are kept, cookie values are not."""
-    return [(name, _redacted_value(name, value)) for name, value in headers]
-
-
-def _redacted_value(name: str, value: str) -> str:
-    lower = name.lower()
-    if lower == "set-cookie":
-        first, sep, attributes = value.partition(";")
-        cookie_name, eq, _ = first.partition("=")
-        redacted = f"{cookie_name.strip()}={REDACTED}" if eq else REDACTED
-        return redacted + (f";{attributes}" if sep else "")
-    if lower in _SECRET_HEADERS or any(word in lower for word in _SECRET_WORDS):
-        return REDACTED
-    if lower in ("location", "content-location", "refresh") and "?" in value:
-        # Redirects often carry tokens in their query string: keep the path only.
-        head, _, _query = value.partition("?")
-        return f"{head}?{REDACTED}"
-    return value
 
 
 def csp_weaknesses(policy: str) -> list[str]:
@@ -278,20 +253,4 @@ class _Response:
 
 
 def _asset(fetch: HeaderFetch, target: Target) -> Asset:
-    parts = urlsplit(fetch.final_url)
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").rstrip(".").lower()
-    if scheme not in _DEFAULT_PORTS or not host:
-        raise ToolError(f"http-headers output has an unusable final_url {fetch.final_url!r}")
-    try:
-        port = parts.port or _DEFAULT_PORTS[scheme]
-        ip = fetch.ip or target.ip or (host if is_ip(host) else None)
-        return Asset(
-            host=None if is_ip(host) else host,
-            ip=None if ip is None else normalise_ip(ip),
-            transport=Transport.TCP,
-            port=port,
-            url=fetch.final_url,
-        )
-    except ValueError as exc:
-        raise ToolError(f"http-headers output has an invalid address: {exc}") from exc
+    return web_asset(fetch.final_url, fetch.ip, target, tool="http-headers", field="final_url")
