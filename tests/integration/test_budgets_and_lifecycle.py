@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.tools.servers import HttpServer, Page
 from tests.integration.fleet import (
     FINAL,
     Fleet,
@@ -85,6 +86,48 @@ def test_two_hundred_tasks_on_one_target_with_eight_threads(fleet: Fleet) -> Non
     assert summary["status"] == "completed", [t for t in tasks if t["state"] != "succeeded"]
     assert len(tasks) == 200
     assert max_overlap(tasks) == {"127.0.0.4": 2}
+
+
+def _most_in_one_second(times: list[float]) -> int:
+    ordered = sorted(times)
+    return max(
+        sum(1 for later in ordered[i:] if later - start < 1.0) for i, start in enumerate(ordered)
+    )
+
+
+def test_the_rate_budget_reaches_the_tool_and_is_split_between_tasks(fleet: Fleet) -> None:
+    fleet.start_worker("worker", 4)
+    catch_all = Page(body=b"<html>ok</html>")
+    with HttpServer({}, default=catch_all, keep_alive=True) as server:
+        single = fleet.scan([server.url()], "--tools", "http-exposure", "--rps", "10")
+        assert fleet.wait_final(single)["status"] == "completed"
+        times = list(server.times)
+    # ~60 requests at 10/s: never more than rps + 1 in a second, and paced over about
+    # the time the budget implies (not bunched up, not dragged out).
+    assert len(times) > 50
+    assert _most_in_one_second(times) <= 11
+    span = max(times) - min(times)
+    assert (len(times) - 1) / 10 * 0.9 <= span <= len(times) / 10 * 1.5 + 2, span
+
+    # Two tasks on one target (two web servers on 127.0.0.1) share its 10 requests/s.
+    with (
+        HttpServer({}, default=catch_all, keep_alive=True) as first,
+        HttpServer({}, default=catch_all, keep_alive=True) as second,
+    ):
+        shared = fleet.scan(
+            [first.url(), second.url()],
+            "--tools",
+            "http-exposure",
+            "--rps",
+            "10",
+            "--max-concurrency",
+            "2",
+        )
+        assert fleet.wait_final(shared)["status"] == "completed"
+        both = list(first.times) + list(second.times)
+    tasks = fleet.tasks(shared)
+    assert max_overlap(tasks) == {"127.0.0.1": 2}, tasks
+    assert _most_in_one_second(both) <= 11
 
 
 def test_a_hung_tool_is_killed_at_its_limit_and_frees_its_lease_at_once(
