@@ -598,6 +598,9 @@ def worker(
     dramatiq_worker.start()
     stop.wait()
     runner.drain()
+    # Take no more messages; the running tasks go on (their acks still flow).
+    for consumer in dramatiq_worker.consumers.values():
+        consumer.pause()
     log.info("worker_draining", running=keeper.running(), grace_s=settings.worker_grace_s)
     deadline = time.monotonic() + settings.worker_grace_s
     while keeper.running() and time.monotonic() < deadline:

@@ -182,21 +182,28 @@ def admit(
 def unadmit(session: Session, grants: Iterable[Grant]) -> None:
     """Take back leases whose messages could not be published."""
     for grant in grants:
-        session.execute(
-            update(Task)
-            .where(
-                Task.id == grant.task.id,
-                Task.status == TaskStatus.ADMITTED.value,
-                Task.attempts == grant.attempt,
-            )
-            .values(
-                status=PENDING,
-                attempts=grant.attempt - 1,
-                lease_expires_at=None,
-                rps_allocated=None,
-                admitted_at=None,
-            )
+        return_unstarted(session, grant.task.id, grant.attempt)
+
+
+def return_unstarted(session: Session, task_id: uuid.UUID, attempt: int) -> bool:
+    """An admitted task that never started goes back to waiting; it was no attempt."""
+    result = session.execute(
+        update(Task)
+        .where(
+            Task.id == task_id,
+            Task.status == TaskStatus.ADMITTED.value,
+            Task.attempts == attempt,
         )
+        .values(
+            status=PENDING,
+            attempts=attempt - 1,
+            lease_expires_at=None,
+            rps_allocated=None,
+            admitted_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

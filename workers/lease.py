@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from contracts.task import TaskMessage
 from storage.database import session_scope
-from storage.leases import Claim, claim, renew
+from storage.leases import Claim, claim, leased_session, renew, return_unstarted
 
 log = structlog.get_logger("scanfleet.worker")
 
@@ -54,6 +54,11 @@ class LeaseKeeper:
             return claim(
                 session, task.task_id, task.attempt, self.worker, datetime.now(UTC), self._ttl
             )
+
+    def return_unstarted(self, task: TaskMessage) -> bool:
+        """Give back an admitted task this worker will not start (it is shutting down)."""
+        with leased_session(self._url) as session:
+            return return_unstarted(session, task.task_id, task.attempt)
 
     def hold(self, task: TaskMessage) -> TaskControl:
         control = TaskControl()

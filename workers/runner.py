@@ -5,7 +5,8 @@ this returns, which is after the task's end (or its hand-back) was published:
 
 * a task whose claim fails is not run: it was cancelled, it already ended, it belongs
   to a later attempt, or another worker still holds it (a redelivered message);
-* while the worker drains (SIGTERM) a task it has not started is handed back at once;
+* while the worker drains (SIGTERM) a task it has not started goes back to waiting at
+  once (it was no attempt) and the coordinator admits it again, to another worker;
 * when the end event cannot be published the lease simply expires and the coordinator
   retries the task; its findings' event ids repeat, so nothing is doubled.
 """
@@ -13,16 +14,15 @@ this returns, which is after the task's end (or its hand-back) was published:
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
 
 import structlog
 
 from contracts.errors import TransientError
-from contracts.task import TaskEvent, TaskEventType, TaskMessage
+from contracts.task import TaskMessage
 from coordinator.scope import Scope
 from storage.artifacts import ArtifactStore
 from workers.events import EventSink
-from workers.execute import WORKER_ID, execute
+from workers.execute import execute
 from workers.lease import LeaseKeeper
 
 log = structlog.get_logger("scanfleet.worker")
@@ -51,7 +51,8 @@ class TaskRunner:
 
     def _run(self, task: TaskMessage) -> None:
         if self.draining.is_set():
-            self._hand_back(task, "handed back unstarted: its worker is shutting down")
+            returned = self.keeper.return_unstarted(task)
+            log.info("task_returned_unstarted", task_id=str(task.task_id), returned=returned)
             return
         claim = self.keeper.claim(task)
         if not claim.ok:
@@ -68,20 +69,6 @@ class TaskRunner:
             )
         finally:
             self.keeper.drop(task.task_id)
-
-    def _hand_back(self, task: TaskMessage, reason: str) -> None:
-        self.sink.task_event(
-            TaskEvent(
-                task_id=task.task_id,
-                scan_id=task.scan_id,
-                type=TaskEventType.RELEASED,
-                at=datetime.now(UTC),
-                worker=WORKER_ID,
-                attempt=task.attempt,
-                reason=reason,
-                transient_failure=False,
-            )
-        )
 
     def drain(self) -> None:
         """Stop taking tasks: the ones not started yet are handed back when they arrive."""
