@@ -3,8 +3,9 @@
 Measures, in one run: (1) the raw limit, a plain aio-pika publish of N messages of the
 same size as the task messages with publisher confirms awaited in windows of 1,000;
 (2) ``coordinator.dispatch.dispatch`` of a scan of N addresses in 127.0.0.0/8 with one
-tool and no worker running, from the call to the last confirm, planning and persisting
-the tasks in PostgreSQL included; peak RSS at N and at N/10 (memory must stay flat).
+tool and no worker running, from the call to the last confirm, planning, persisting the
+tasks in PostgreSQL and admitting each within its target's budget (a lease) included;
+peak RSS at N and at N/10 (memory must stay flat).
 Prints JSON.
 
     python bench/dispatch.py [--targets 100000]
@@ -108,7 +109,7 @@ def run_dispatch(db_url: str, url: str, n: int) -> dict[str, float]:
         )
         elapsed = time.perf_counter() - started
     publisher.close()
-    assert result.tasks == n, result
+    assert result.tasks == n == result.admitted, result
     connection = pika.BlockingConnection(pika.URLParameters(url))
     queued = connection.channel().queue_declare(task_queue("default"), passive=True)
     depth = queued.method.message_count
