@@ -30,6 +30,7 @@ class ScanSettings(BaseSettings):
         "tcp-ports",
         "http-headers",
         "tls-cert",
+        "http-exposure",
     ]
     task_exchange_events: str = "scanfleet.task-events"
     profile: str = "default"
