@@ -208,7 +208,7 @@ def dispatch(
         if len(chunk) >= CHUNK:
             flush()
     flush()
-    with session_scope(database_url) as session:
+    with leased_session(database_url) as session:
         record_refusals(session, result.scan_id, result.refusals)
         mark_dispatched(session, result.scan_id)
     log.info(

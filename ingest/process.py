@@ -7,25 +7,15 @@ no Alembic), so a consumer starts in a fraction of a second.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 from types import FrameType
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when its supervisor dies."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
+from workers.runners.parent_death import die_with_parent
 
 
 def consumer_main(index: int, parent_pid: int, conninfo: str) -> None:
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() != parent_pid:
         return  # the supervisor died before we got here
     import structlog

@@ -336,6 +336,8 @@ def reap(session: Session, now: datetime, policy: RetryPolicy) -> Reaped:
         .where(Task.status.in_(HELD), Task.lease_expires_at < now)
         .order_by(Task.lease_expires_at)
         .limit(1000)
+        # A task whose end event is being applied right now is skipped, not overwritten.
+        .with_for_update(skip_locked=True)
     ).all()
     for task in expired:
         reaped.scans.add(task.scan_id)
@@ -364,6 +366,8 @@ def cancel_scan_tasks(
             Task.scan_id == scan_id,
             Task.status.in_((PENDING, TaskStatus.ADMITTED.value)),
         )
+        # Re-checked under the row lock: a task a worker claims meanwhile is asked to stop.
+        .with_for_update()
     ).all()
     for task in waiting:
         cancel_task(task, reason, now)

@@ -12,7 +12,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from contracts.task import TaskEvent, TaskEventType, TaskStatus
-from storage.leases import RetryPolicy, cancel_task, retry_or_fail
+from storage.leases import RetryPolicy, cancel_scan_tasks, cancel_task, retry_or_fail
 from storage.models import IngestedEvent, Observation, Scan, Task
 
 FINAL_TASK_STATES = [s.value for s in TaskStatus if s.final]
@@ -68,10 +68,17 @@ def record_refusals(session: Session, scan_id: uuid.UUID, refusals: list[str]) -
 
 
 def mark_dispatched(session: Session, scan_id: uuid.UUID) -> Scan | None:
-    """Every task of the scan is persisted: it is running (or already over)."""
-    session.execute(
-        update(Scan).where(Scan.id == scan_id, Scan.status == "pending").values(status="running")
-    )
+    """Every task of the scan is persisted: it is running (or already over).
+
+    A scan cancelled while it was being dispatched has its late tasks cancelled too.
+    """
+    scan = session.get(Scan, scan_id, with_for_update=True)
+    if scan is None or scan.status != "pending":
+        return None
+    scan.status = "running"
+    if scan.cancel_requested_at is not None:
+        cancel_scan_tasks(session, scan_id, f"cancelled by {scan.cancelled_by}", datetime.now(UTC))
+    session.flush()
     return finish_scan_if_done(session, scan_id)
 
 
@@ -194,6 +201,11 @@ class ScanSummary:
     tool_versions: dict[str, str]
     config_hash: str | None
     targets: list[str]
+    profile: str | None = None
+    budget: dict[str, Any] | None = None
+    requested_by: str | None = None
+    deadline_at: datetime | None = None
+    cancelled_by: str | None = None
 
     @property
     def tasks_total(self) -> int:
@@ -204,6 +216,7 @@ class ScanSummary:
         data["id"] = str(self.id)
         data["created_at"] = self.created_at.isoformat()
         data["finished_at"] = self.finished_at.isoformat() if self.finished_at else None
+        data["deadline_at"] = self.deadline_at.isoformat() if self.deadline_at else None
         return data
 
 
@@ -236,6 +249,11 @@ def scan_summary(session: Session, scan_id: uuid.UUID) -> ScanSummary | None:
         tool_versions=dict(scan.tool_versions or {}),
         config_hash=scan.config_hash,
         targets=list(scan.targets or []),
+        profile=scan.profile,
+        budget=scan.budget,
+        requested_by=scan.requested_by,
+        deadline_at=scan.deadline_at,
+        cancelled_by=scan.cancelled_by,
     )
 
 

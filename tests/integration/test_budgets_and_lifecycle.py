@@ -198,8 +198,12 @@ def test_cancel_stops_running_tools_and_queued_tasks(fleet: Fleet, tmp_path: Pat
     _assert_exactly_once(fleet, scan_id, tasks)
 
 
-def test_a_worker_killed_mid_task_loses_nothing_and_duplicates_nothing(fleet: Fleet) -> None:
+def test_a_worker_killed_mid_task_loses_nothing_and_duplicates_nothing(
+    fleet: Fleet, tmp_path: Path
+) -> None:
     doomed = fleet.start_worker("doomed", 4)
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
     scan_id = fleet.scan(
         _targets("127.0.0.7", 4),
         "--tools",
@@ -208,10 +212,18 @@ def test_a_worker_killed_mid_task_loses_nothing_and_duplicates_nothing(fleet: Fl
         "4",
         "--tool-option",
         "test-sleep.seconds=3",
+        "--tool-option",
+        f"test-sleep.pid_dir={pid_dir}",
     )
     fleet.wait_tasks(scan_id, lambda ts: sum(t["state"] == "running" for t in ts) == 4)
+    fleet.wait_tasks(scan_id, lambda ts: len(list(pid_dir.iterdir())) == 4)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
+    # Its tools die with it: they do not go on against the target while the retry runs.
+    deadline = time.monotonic() + 5
+    while pids_alive(pid_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pids_alive(pid_dir) == []
     fleet.start_worker("survivor", 4)
     summary = fleet.wait_final(scan_id, timeout=120)
     tasks = fleet.tasks(scan_id)

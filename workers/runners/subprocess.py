@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from contracts.errors import PermanentError
+from workers.runners.parent_death import die_with_parent
 
 DEFAULT_STDOUT_CAP = 64 * 1024 * 1024
 DEFAULT_STDERR_CAP = 1024 * 1024
@@ -81,6 +82,8 @@ def run(
             stderr=subprocess.PIPE,
             start_new_session=True,
             env=env,
+            # Killed by the kernel if this worker dies (its thread that started it, too).
+            preexec_fn=die_with_parent,
         )
     except OSError as exc:
         raise RunnerError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
