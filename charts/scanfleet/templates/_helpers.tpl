@@ -136,11 +136,15 @@ the per-process Prometheus metric files of ingest's consumer processes.
 {{- end }}
 
 {{/*
-Coordinator and worker names and labels. A component's labels: call with
-(dict "ctx" $ "component" "coordinator").
+Coordinator and worker names and labels. A worker group's name: call with
+(dict "ctx" $ "name" "standard"); a component's labels: (dict "ctx" $ "component" "worker").
 */}}
 {{- define "scanfleet.coordinator.fullname" -}}
 {{- printf "%s-coordinator" (include "scanfleet.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "scanfleet.worker.fullname" -}}
+{{- printf "%s-worker-%s" (include "scanfleet.fullname" .ctx) .name | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{- define "scanfleet.componentLabels" -}}
