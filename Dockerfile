@@ -31,6 +31,11 @@ LABEL org.opencontainers.image.title="scanfleet" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 
+# The external tools the workers run (nmap; the built-in checks need nothing).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nmap \
+    && rm -rf /var/lib/apt/lists/*
+
 # A fixed numeric uid/gid so that Kubernetes' runAsNonRoot can verify it.
 RUN groupadd --system --gid 10001 scanfleet \
     && useradd --system --uid 10001 --gid scanfleet --home-dir /home/scanfleet \
