@@ -285,3 +285,29 @@ def test_a_rabbitmq_restart_mid_scan_loses_and_duplicates_nothing(fleet: Fleet) 
     assert {t["state"] for t in tasks} <= FINAL
     assert summary["status"] == "completed", (tasks, fleet.logs())
     _assert_exactly_once(fleet, scan_id, tasks)
+
+
+def test_a_scan_past_its_max_wall_time_is_cancelled(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.start_worker("worker", 2)
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    scan_id = fleet.scan(
+        _targets("127.0.0.11", 4),
+        "--tools",
+        "test-sleep",
+        "--max-concurrency",
+        "2",
+        "--max-wall",
+        "3",
+        "--tool-option",
+        "test-sleep.seconds=60",
+        "--tool-option",
+        f"test-sleep.pid_dir={pid_dir}",
+    )
+    summary = fleet.wait_final(scan_id, timeout=60)
+    assert summary["status"] == "cancelled"
+    assert "wall time" in summary["reason"]
+    tasks = fleet.tasks(scan_id)
+    assert {t["state"] for t in tasks} == {"cancelled"}
+    assert sum(1 for t in tasks if t["started_at"]) == 2
+    assert pids_alive(pid_dir) == []
