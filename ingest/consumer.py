@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -36,6 +37,7 @@ from tenacity import (
 )
 
 from contracts.errors import TransientError
+from ingest import deliveries
 from ingest.batch import BatchResult, Delivery, process_batch
 from ingest.record import IngestRecord
 from ingest.topology import (
@@ -142,9 +144,14 @@ class Consumer:
             dead_letters = connection.channel()
             dead_letters.confirm_delivery()
             generation = self._generation
+            # Deliveries on this channel skip pika's per-frame objects (see ingest.deliveries);
+            # pika's own callback stays as the path for a pika without the internals used.
+            deliveries.install(connection, channel.channel_number, self._on_delivery)
             channel.basic_consume(
                 self._topology.queue,
-                lambda _ch, method, props, body: self._on_message(method, props, body),
+                lambda _ch, method, props, body: self._on_delivery(
+                    method.delivery_tag, method.routing_key, props.headers, body
+                ),
             )
             self._metrics.consumers_up.inc()
             log.info(
@@ -167,12 +174,12 @@ class Consumer:
                 with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                     connection.close()
 
-    def _on_message(
-        self, method: pika.spec.Basic.Deliver, props: pika.BasicProperties, body: bytes
+    def _on_delivery(
+        self, tag: int, routing_key: str, headers: dict[str, Any] | None, body: bytes
     ) -> None:
         if not self._pending:
             self._pending_since = time.monotonic()
-        self._pending.append(Delivery(method.delivery_tag, body, method.routing_key, props.headers))
+        self._pending.append(Delivery(tag, body, routing_key, headers))
 
     def _hand_over(self, generation: int, *, force: bool) -> None:
         if not self._pending:
