@@ -38,7 +38,7 @@ from tenacity import (
 
 from contracts.errors import TransientError
 from ingest import deliveries
-from ingest.batch import BatchResult, Delivery, process_batch
+from ingest.batch import BatchResult, DecodedBatch, Delivery, decode_deliveries, write_decoded
 from ingest.record import IngestRecord
 from ingest.topology import (
     DEAD_LETTERED_AT_HEADER,
@@ -88,7 +88,9 @@ class Consumer:
         self._generation = 0
         self._pending: list[Delivery] = []
         self._pending_since = 0.0
-        self._to_writer: queue.Queue[tuple[int, list[Delivery]] | None] = queue.Queue(maxsize=1)
+        #: A decoded batch waiting for the writer thread to take it.
+        self._ready: DecodedBatch | None = None
+        self._to_writer: queue.Queue[DecodedBatch | None] = queue.Queue(maxsize=1)
         self._from_writer: queue.Queue[BatchResult | BaseException] = queue.Queue()
         self._in_flight = 0
         self._writer_thread = threading.Thread(
@@ -182,21 +184,31 @@ class Consumer:
         self._pending.append(Delivery(tag, body, routing_key, headers))
 
     def _hand_over(self, generation: int, *, force: bool) -> None:
-        if not self._pending:
-            return
-        due = (
-            force
-            or len(self._pending) >= self._batch_size
-            or time.monotonic() - self._pending_since >= self._max_wait
-        )
-        if not due:
-            return
+        """Decode the pending deliveries when a batch is due, and pass it to the writer.
+
+        Decoding happens here, in the main thread, so that it overlaps the writer thread's
+        wait for the database (which releases the GIL) instead of following it.
+        """
+        if self._ready is None:
+            if not self._pending:
+                return
+            due = (
+                force
+                or len(self._pending) >= self._batch_size
+                or time.monotonic() - self._pending_since >= self._max_wait
+            )
+            if not due:
+                return
+            self._ready = decode_deliveries(
+                self._pending, generation=generation, max_message_bytes=self._max_bytes
+            )
+            self._pending = []
         try:
-            self._to_writer.put_nowait((generation, self._pending))
+            self._to_writer.put_nowait(self._ready)
         except queue.Full:
             return  # the writer is busy; keep filling, up to the prefetch window
         self._in_flight += 1
-        self._pending = []
+        self._ready = None
 
     def _settle(
         self, channel: BlockingChannel, dead_letters: BlockingChannel, generation: int
@@ -256,17 +268,18 @@ class Consumer:
         channel.stop_consuming()
         self._hand_over(generation, force=True)
         deadline = time.monotonic() + grace_s
-        while (self._in_flight or self._pending) and time.monotonic() < deadline:
+        while (self._in_flight or self._pending or self._ready) and time.monotonic() < deadline:
             connection.process_data_events(time_limit=0.05)
             self._hand_over(generation, force=True)
             self._settle(channel, dead_letters, generation)
-        if self._in_flight or self._pending:
+        if self._in_flight or self._pending or self._ready:
             log.warning("stopped_with_unacked_batches", batches=self._in_flight)
 
     def _lost_connection(self, exc: BaseException) -> None:
         self._generation += 1
-        dropped = len(self._pending)
+        dropped = len(self._pending) + (len(self._ready.deliveries) if self._ready else 0)
         self._pending = []
+        self._ready = None
         self._metrics.reconnects.labels(service="rabbitmq").inc()
         log.warning(
             "broker_connection_lost",
@@ -283,9 +296,8 @@ class Consumer:
             item = self._to_writer.get()
             if item is None:  # shut down
                 return
-            generation, deliveries = item
             try:
-                result = self._process(generation, deliveries)
+                result = self._process(item)
             except BaseException as exc:  # surfaced in the main thread
                 log.exception("writer_failed")
                 self._from_writer.put(exc)
@@ -311,15 +323,10 @@ class Consumer:
 
         return write
 
-    def _process(self, generation: int, deliveries: list[Delivery]) -> BatchResult:
+    def _process(self, batch: DecodedBatch) -> BatchResult:
         started = time.perf_counter()
-        result = process_batch(
-            self._writer,
-            deliveries,
-            generation=generation,
-            max_message_bytes=self._max_bytes,
-            write=self._write_retrying(),
-        )
+        result = write_decoded(self._write_retrying(), batch)
+        deliveries = batch.deliveries
         elapsed = time.perf_counter() - started
         outcome = result.outcome
         m = self._metrics
