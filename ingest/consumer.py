@@ -1,8 +1,9 @@
 """One ingest consumer: a pika connection in the main thread, a database writer thread.
 
 The main thread owns the AMQP connection (pika is not thread-safe): it receives
-deliveries, cuts them into batches by count and by time, hands each batch to the
-writer thread, and acks a batch (``multiple=True`` up to its last delivery tag)
+deliveries (through :mod:`ingest.deliveries`), cuts them into batches by count and by
+time, decodes and validates each batch while the writer thread commits the previous
+one, hands it to the writer thread, and acks a batch (``multiple=True`` up to its last delivery tag)
 only after the writer reports it committed and its malformed messages are
 confirmed in the dead-letter queue. Prefetch is larger than a batch, so the next
 batch fills while the previous one commits.
