@@ -143,6 +143,7 @@ def run_ingest(
     proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "ingest"], env=env)
     ps = psutil.Process(proc.pid)
     first_at: float | None = None
+    first_cpu: dict[str, float] = {}
     first_count = 0
     peak_rss = 0
     count = 0
@@ -170,6 +171,7 @@ def run_ingest(
                 if first_at is None:
                     if seq > base_seq:
                         first_at = time.perf_counter()
+                        first_cpu = {"ingest": _tree_cpu(ps), **_service_cpu()}
                         first_count = _count(conn, "SELECT count(*) FROM ingested_events")
                         first_count -= base_events
                     continue
@@ -185,6 +187,7 @@ def run_ingest(
         done_at = time.perf_counter()
         ingest_cpu = _tree_cpu(ps)
         cpu_after = _service_cpu()
+        last_cpu = {"ingest": ingest_cpu, **cpu_after}
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -200,6 +203,12 @@ def run_ingest(
         "cpu_s": {
             "ingest": round(ingest_cpu, 2),
             **{k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after},
+        },
+        # CPU per event between the first commit and the last (start-up excluded): the
+        # figure to compare across runs on a shared machine.
+        "steady_cpu_us_per_event": {
+            k: round((last_cpu[k] - first_cpu[k]) / max(expected - first_count, 1) * 1e6, 1)
+            for k in last_cpu
         },
     }
 

@@ -16,9 +16,18 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from contracts.enums import Confidence, FindingKind, Severity, Transport
 from contracts.finding import Asset, Finding
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+#: Member -> value for the enums hashed here (the same strings ``.value`` gives; a dict
+#: lookup is several times cheaper than that descriptor and this runs for every event).
+ENUM_VALUES: dict[str, str] = {
+    member: member.value
+    for enum in (FindingKind, Severity, Confidence, Transport)
+    for member in enum
+}
 
 
 def canonical_json(value: Any) -> bytes:
@@ -48,7 +57,7 @@ def asset_identity(asset: Asset) -> dict[str, Any]:
     """The parts of an asset that make it the same asset across scans."""
     identity: dict[str, Any] = {"address": asset.address}
     if asset.transport is not None:
-        identity["transport"] = asset.transport.value
+        identity["transport"] = ENUM_VALUES[asset.transport]
     if asset.port is not None:
         identity["port"] = asset.port
     if asset.url is not None:
@@ -58,7 +67,7 @@ def asset_identity(asset: Asset) -> dict[str, Any]:
 
 def fingerprint_material(finding: Finding) -> dict[str, Any]:
     return {
-        "kind": finding.kind.value,
+        "kind": ENUM_VALUES[finding.kind],
         "rule_id": finding.rule_id,
         "asset": asset_identity(finding.asset),
         "identity": finding.identity,
@@ -73,8 +82,8 @@ def fingerprint(finding: Finding) -> str:
 def attribute_material(finding: Finding) -> dict[str, Any]:
     return {
         "title": finding.title,
-        "severity": finding.severity.value,
-        "confidence": finding.confidence.value,
+        "severity": ENUM_VALUES[finding.severity],
+        "confidence": ENUM_VALUES[finding.confidence],
         "attributes": finding.attributes,
         "cve": sorted(finding.cve),
         "cwe": sorted(finding.cwe),

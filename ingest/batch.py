@@ -104,6 +104,37 @@ def write_isolating(
     return _add(left, right), left_dead + right_dead
 
 
+@dataclass(frozen=True, slots=True)
+class DecodedBatch:
+    """A batch of deliveries after decoding, before writing."""
+
+    generation: int
+    deliveries: Sequence[Delivery]
+    good: list[tuple[Delivery, IngestRecord]]
+    dead: list[DeadLetter]
+    duplicates: int
+
+
+def decode_deliveries(
+    deliveries: Sequence[Delivery], *, generation: int, max_message_bytes: int
+) -> DecodedBatch:
+    """The first half of :func:`process_batch` (a consumer runs it while the previous
+    batch is being written)."""
+    if not deliveries:
+        raise ValueError("a batch needs at least one delivery")
+    good, dead, duplicates = decode_batch(deliveries, max_message_bytes)
+    return DecodedBatch(generation, deliveries, good, dead, duplicates)
+
+
+def write_decoded(
+    write: Callable[[Sequence[IngestRecord]], BatchOutcome], batch: DecodedBatch
+) -> BatchResult:
+    """The second half of :func:`process_batch`: write, isolating refused records."""
+    outcome, rejected = write_isolating(write, batch.good)
+    outcome = _add(outcome, BatchOutcome(batch.duplicates, batch.duplicates, 0, 0, 0))
+    return BatchResult(batch.generation, batch.deliveries[-1].tag, outcome, batch.dead + rejected)
+
+
 def process_batch(
     writer: BatchWriter,
     deliveries: Sequence[Delivery],
@@ -114,7 +145,7 @@ def process_batch(
 ) -> BatchResult:
     if not deliveries:
         raise ValueError("process_batch needs at least one delivery")
-    good, dead, in_batch_duplicates = decode_batch(deliveries, max_message_bytes)
-    outcome, rejected = write_isolating(write or writer.write, good)
-    outcome = _add(outcome, BatchOutcome(in_batch_duplicates, in_batch_duplicates, 0, 0, 0))
-    return BatchResult(generation, deliveries[-1].tag, outcome, dead + rejected)
+    decoded = decode_deliveries(
+        deliveries, generation=generation, max_message_bytes=max_message_bytes
+    )
+    return write_decoded(write or writer.write, decoded)

@@ -1,8 +1,9 @@
 """One ingest consumer: a pika connection in the main thread, a database writer thread.
 
 The main thread owns the AMQP connection (pika is not thread-safe): it receives
-deliveries, cuts them into batches by count and by time, hands each batch to the
-writer thread, and acks a batch (``multiple=True`` up to its last delivery tag)
+deliveries (through :mod:`ingest.deliveries`), cuts them into batches by count and by
+time, decodes and validates each batch while the writer thread commits the previous
+one, hands it to the writer thread, and acks a batch (``multiple=True`` up to its last delivery tag)
 only after the writer reports it committed and its malformed messages are
 confirmed in the dead-letter queue. Prefetch is larger than a batch, so the next
 batch fills while the previous one commits.
@@ -22,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -36,7 +38,8 @@ from tenacity import (
 )
 
 from contracts.errors import TransientError
-from ingest.batch import BatchResult, Delivery, process_batch
+from ingest import deliveries
+from ingest.batch import BatchResult, DecodedBatch, Delivery, decode_deliveries, write_decoded
 from ingest.record import IngestRecord
 from ingest.topology import (
     DEAD_LETTERED_AT_HEADER,
@@ -86,7 +89,9 @@ class Consumer:
         self._generation = 0
         self._pending: list[Delivery] = []
         self._pending_since = 0.0
-        self._to_writer: queue.Queue[tuple[int, list[Delivery]] | None] = queue.Queue(maxsize=1)
+        #: A decoded batch waiting for the writer thread to take it.
+        self._ready: DecodedBatch | None = None
+        self._to_writer: queue.Queue[DecodedBatch | None] = queue.Queue(maxsize=1)
         self._from_writer: queue.Queue[BatchResult | BaseException] = queue.Queue()
         self._in_flight = 0
         self._writer_thread = threading.Thread(
@@ -142,9 +147,14 @@ class Consumer:
             dead_letters = connection.channel()
             dead_letters.confirm_delivery()
             generation = self._generation
+            # Deliveries on this channel skip pika's per-frame objects (see ingest.deliveries);
+            # pika's own callback stays as the path for a pika without the internals used.
+            deliveries.install(connection, channel.channel_number, self._on_delivery)
             channel.basic_consume(
                 self._topology.queue,
-                lambda _ch, method, props, body: self._on_message(method, props, body),
+                lambda _ch, method, props, body: self._on_delivery(
+                    method.delivery_tag, method.routing_key, props.headers, body
+                ),
             )
             self._metrics.consumers_up.inc()
             log.info(
@@ -167,29 +177,39 @@ class Consumer:
                 with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                     connection.close()
 
-    def _on_message(
-        self, method: pika.spec.Basic.Deliver, props: pika.BasicProperties, body: bytes
+    def _on_delivery(
+        self, tag: int, routing_key: str, headers: dict[str, Any] | None, body: bytes
     ) -> None:
         if not self._pending:
             self._pending_since = time.monotonic()
-        self._pending.append(Delivery(method.delivery_tag, body, method.routing_key, props.headers))
+        self._pending.append(Delivery(tag, body, routing_key, headers))
 
     def _hand_over(self, generation: int, *, force: bool) -> None:
-        if not self._pending:
-            return
-        due = (
-            force
-            or len(self._pending) >= self._batch_size
-            or time.monotonic() - self._pending_since >= self._max_wait
-        )
-        if not due:
-            return
+        """Decode the pending deliveries when a batch is due, and pass it to the writer.
+
+        Decoding happens here, in the main thread, so that it overlaps the writer thread's
+        wait for the database (which releases the GIL) instead of following it.
+        """
+        if self._ready is None:
+            if not self._pending:
+                return
+            due = (
+                force
+                or len(self._pending) >= self._batch_size
+                or time.monotonic() - self._pending_since >= self._max_wait
+            )
+            if not due:
+                return
+            self._ready = decode_deliveries(
+                self._pending, generation=generation, max_message_bytes=self._max_bytes
+            )
+            self._pending = []
         try:
-            self._to_writer.put_nowait((generation, self._pending))
+            self._to_writer.put_nowait(self._ready)
         except queue.Full:
             return  # the writer is busy; keep filling, up to the prefetch window
         self._in_flight += 1
-        self._pending = []
+        self._ready = None
 
     def _settle(
         self, channel: BlockingChannel, dead_letters: BlockingChannel, generation: int
@@ -249,17 +269,18 @@ class Consumer:
         channel.stop_consuming()
         self._hand_over(generation, force=True)
         deadline = time.monotonic() + grace_s
-        while (self._in_flight or self._pending) and time.monotonic() < deadline:
+        while (self._in_flight or self._pending or self._ready) and time.monotonic() < deadline:
             connection.process_data_events(time_limit=0.05)
             self._hand_over(generation, force=True)
             self._settle(channel, dead_letters, generation)
-        if self._in_flight or self._pending:
+        if self._in_flight or self._pending or self._ready:
             log.warning("stopped_with_unacked_batches", batches=self._in_flight)
 
     def _lost_connection(self, exc: BaseException) -> None:
         self._generation += 1
-        dropped = len(self._pending)
+        dropped = len(self._pending) + (len(self._ready.deliveries) if self._ready else 0)
         self._pending = []
+        self._ready = None
         self._metrics.reconnects.labels(service="rabbitmq").inc()
         log.warning(
             "broker_connection_lost",
@@ -276,9 +297,8 @@ class Consumer:
             item = self._to_writer.get()
             if item is None:  # shut down
                 return
-            generation, deliveries = item
             try:
-                result = self._process(generation, deliveries)
+                result = self._process(item)
             except BaseException as exc:  # surfaced in the main thread
                 log.exception("writer_failed")
                 self._from_writer.put(exc)
@@ -304,15 +324,10 @@ class Consumer:
 
         return write
 
-    def _process(self, generation: int, deliveries: list[Delivery]) -> BatchResult:
+    def _process(self, batch: DecodedBatch) -> BatchResult:
         started = time.perf_counter()
-        result = process_batch(
-            self._writer,
-            deliveries,
-            generation=generation,
-            max_message_bytes=self._max_bytes,
-            write=self._write_retrying(),
-        )
+        result = write_decoded(self._write_retrying(), batch)
+        deliveries = batch.deliveries
         elapsed = time.perf_counter() - started
         outcome = result.outcome
         m = self._metrics

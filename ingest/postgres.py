@@ -40,19 +40,19 @@ CREATE TEMPORARY TABLE IF NOT EXISTS ingest_stage (
     transport text,
     port integer,
     url text,
-    identity jsonb NOT NULL,
+    identity text NOT NULL,
     title text NOT NULL,
     severity text NOT NULL,
     confidence text NOT NULL,
-    attributes jsonb NOT NULL,
+    attributes text NOT NULL,
     attr_hash text COLLATE "C" NOT NULL,
     description text,
     remediation text,
-    "references" jsonb NOT NULL,
-    cwe jsonb NOT NULL,
-    cve jsonb NOT NULL,
+    "references" text NOT NULL,
+    cwe text NOT NULL,
+    cve text NOT NULL,
     cvss double precision,
-    evidence jsonb NOT NULL,
+    evidence text NOT NULL,
     asset_id bigint NOT NULL,
     first_observed_at timestamptz NOT NULL,
     keep_observation boolean NOT NULL
@@ -83,19 +83,19 @@ _STAGE_TYPES = (
     "text",
     "int4",
     "text",
-    "jsonb",
+    "text",  # identity (JSON, cast to jsonb where it is stored: see the upsert)
     "text",
     "text",
     "text",
-    "jsonb",
+    "text",  # attributes (JSON)
     "text",
     "text",
     "text",
-    "jsonb",
-    "jsonb",
-    "jsonb",
+    "text",  # references (JSON)
+    "text",  # cwe (JSON)
+    "text",  # cve (JSON)
     "float8",
-    "jsonb",
+    "text",  # evidence (JSON)
     "int8",
     "timestamptz",
     "bool",
@@ -163,10 +163,10 @@ upserted AS (
         last_scan_id
     )
     SELECT
-        fingerprint, kind, rule_id, asset_id, transport, port, url, identity, title,
-        severity, confidence, attributes, attr_hash, description, remediation,
-        "references", cwe, cve, cvss, 'open', first_observed_at, observed_at, observed_at,
-        scan_id
+        fingerprint, kind, rule_id, asset_id, transport, port, url, identity::jsonb, title,
+        severity, confidence, attributes::jsonb, attr_hash, description, remediation,
+        "references"::jsonb, cwe::jsonb, cve::jsonb, cvss, 'open', first_observed_at,
+        observed_at, observed_at, scan_id
     FROM latest
     ORDER BY fingerprint
     ON CONFLICT (fingerprint) DO UPDATE SET
@@ -185,7 +185,7 @@ observed AS (
         attr_hash, evidence
     )
     SELECT u.id, s.scan_id, s.task_id, s.event_id, s.observed_at, s.tool_name,
-        s.tool_version, s.attr_hash, s.evidence
+        s.tool_version, s.attr_hash, s.evidence::jsonb
     FROM ingest_stage s JOIN upserted u ON u.fingerprint = s.fingerprint
     WHERE s.keep_observation
     ON CONFLICT (scan_id, finding_id) DO NOTHING

@@ -17,7 +17,12 @@ from pydantic import ValidationError
 from contracts.errors import InvalidMessage
 from contracts.events import FindingEvent
 from contracts.finding import Evidence
-from contracts.fingerprint import attribute_hash, canonical_json, fingerprint_material
+from contracts.fingerprint import (
+    ENUM_VALUES,
+    attribute_hash,
+    canonical_json,
+    fingerprint_material,
+)
 
 _MAX_ERRORS_IN_REASON = 3
 
@@ -108,18 +113,18 @@ def to_record(event: FindingEvent) -> IngestRecord:
         tool_version=event.tool.version,
         observed_at=event.observed_at,
         fingerprint=hashlib.sha256(canonical_json(material)).hexdigest(),
-        kind=finding.kind.value,
+        kind=ENUM_VALUES[finding.kind],
         rule_id=finding.rule_id,
         asset_key=asset.address,
         host=asset.host,
         ip=asset.ip,
-        transport=asset.transport.value if asset.transport is not None else None,
+        transport=ENUM_VALUES[asset.transport] if asset.transport is not None else None,
         port=asset.port,
         url=material["asset"].get("url"),
         identity=_json(finding.identity),
         title=finding.title,
-        severity=finding.severity.value,
-        confidence=finding.confidence.value,
+        severity=ENUM_VALUES[finding.severity],
+        confidence=ENUM_VALUES[finding.confidence],
         attributes=_json(finding.attributes),
         attr_hash=attribute_hash(finding),
         description=finding.description,

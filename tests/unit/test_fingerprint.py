@@ -496,3 +496,75 @@ def test_canonical_json_has_sorted_keys_at_every_level_and_no_whitespace(
     assert not re.search(rb"\s", document)
     for order in _key_orders(document):
         assert order == sorted(order)
+
+
+# -- the implementation may get faster, the bytes hashed may not change -------------------
+
+
+def _reference_fingerprint(finding: Finding) -> str:
+    """The fingerprint as first implemented (``.value`` of each enum, the same JSON)."""
+    from contracts.fingerprint import normalise_url
+
+    asset = finding.asset
+    identity: dict[str, Any] = {"address": asset.host if asset.host is not None else asset.ip}
+    if asset.transport is not None:
+        identity["transport"] = asset.transport.value
+    if asset.port is not None:
+        identity["port"] = asset.port
+    if asset.url is not None:
+        identity["url"] = normalise_url(asset.url)
+    material = {
+        "kind": finding.kind.value,
+        "rule_id": finding.rule_id,
+        "asset": identity,
+        "identity": finding.identity,
+    }
+    return hashlib.sha256(canonical_json(material)).hexdigest()
+
+
+def _reference_attribute_hash(finding: Finding) -> str:
+    material = {
+        "title": finding.title,
+        "severity": finding.severity.value,
+        "confidence": finding.confidence.value,
+        "attributes": finding.attributes,
+        "cve": sorted(finding.cve),
+        "cwe": sorted(finding.cwe),
+        "cvss": finding.cvss,
+    }
+    return hashlib.sha256(canonical_json(material)).hexdigest()
+
+
+@st.composite
+def any_findings(draw: st.DrawFn) -> Finding:
+    """Findings of every kind, severity and confidence, with and without URLs."""
+    data = draw(findings_data())
+    data["kind"] = draw(st.sampled_from(list(FindingKind))).value
+    data["severity"] = draw(st.sampled_from(list(Severity))).value
+    data["confidence"] = draw(st.sampled_from(list(Confidence))).value
+    data["identity"] = {**data["identity"], "domain": "example.test", "package": "p"}
+    data["identity"]["vulnerability_id"] = "CVE-2026-0001"
+    if data["kind"] == FindingKind.WEB_EXPOSURE.value or draw(st.booleans()):
+        host = data["asset"].get("host") or "example.test"
+        data["asset"]["url"] = f"HTTPS://{host.upper()}.{draw(url_paths)}?q=1"
+    data["cve"] = draw(st.lists(st.sampled_from(["CVE-2026-0002", "CVE-2025-12345"]), max_size=2))
+    data["cvss"] = draw(st.none() | st.floats(min_value=0, max_value=10))
+    return Finding.model_validate(data)
+
+
+@settings(max_examples=500, deadline=None)
+@given(finding=any_findings())
+def test_fingerprint_and_attribute_hash_equal_the_reference_implementation(
+    finding: Finding,
+) -> None:
+    assert fingerprint(finding) == _reference_fingerprint(finding)
+    assert attribute_hash(finding) == _reference_attribute_hash(finding)
+    record = to_record(FindingEvent.model_validate({**EXAMPLE_EVENT, "finding": finding}))
+    assert record.fingerprint == fingerprint(finding)
+    assert record.attr_hash == attribute_hash(finding)
+    assert (record.kind, record.severity, record.confidence) == (
+        finding.kind.value,
+        finding.severity.value,
+        finding.confidence.value,
+    )
+    assert record.transport == (finding.asset.transport.value if finding.asset.transport else None)
