@@ -13,6 +13,7 @@ import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -20,13 +21,13 @@ import structlog
 
 from contracts.errors import ConfigError, TransientError
 from contracts.task import TaskMessage
-from coordinator.admission import admit_in, publish_grants
+from coordinator.admission import publish_grants
 from coordinator.budgets import BudgetPolicy, FleetConfig
 from coordinator.scope import Scope
 from coordinator.settings import get_scan_settings
 from coordinator.targets import ParsedTarget, TargetRefused, parse_target
 from storage.database import session_scope
-from storage.leases import leased_session
+from storage.leases import admit_new, leased_session
 from storage.scans import (
     NewTask,
     add_tasks,
@@ -178,9 +179,15 @@ def dispatch(
     def flush() -> None:
         if not chunk:
             return
+        rows = task_rows(result.scan_id, chunk)
         with leased_session(database_url) as session:
-            add_tasks(session, task_rows(result.scan_id, chunk))
-            grants = admit_in(session, target_keys={t.target_key for t in chunk})
+            grants = admit_new(
+                session,
+                rows,
+                datetime.now(UTC),
+                admitted_ttl=timedelta(seconds=get_scan_settings().admitted_ttl_s),
+            )
+            add_tasks(session, rows)
         result.tasks += len(chunk)
         chunk.clear()
         try:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, func, or_, select, text, update
+from sqlalchemy import ARRAY, ColumnElement, String, any_, cast, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from contracts.task import TaskStatus
@@ -39,9 +40,20 @@ _LOCAL = threading.RLock()
 
 
 def lock(session: Session) -> None:
-    """Serialise lease changes until the end of the transaction."""
+    """Serialise lease changes until the end of the transaction.
+
+    Also plans this transaction's statements for their actual parameters: psycopg
+    prepares a statement run often, and PostgreSQL's generic plan for ``target_key =
+    ANY($1)`` cannot hash the array, so it compares every row with every key.
+    """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
+        session.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(:key), "
+                "set_config('plan_cache_mode', 'force_custom_plan', true)"
+            ),
+            {"key": _ADVISORY_KEY},
+        )
 
 
 @contextmanager
@@ -52,11 +64,47 @@ def leased_session(database_url: str) -> Iterator[Session]:
         yield session
 
 
+#: What admission reads of a waiting task: its budget, and what its message carries.
+WAITING_COLUMNS = (
+    Task.id,
+    Task.scan_id,
+    Task.target,
+    Task.tool,
+    Task.pool,
+    Task.options,
+    Task.target_key,
+    Task.budget_class,
+    Task.max_concurrency,
+    Task.rps,
+    Task.max_runtime_s,
+    Task.attempts,
+    Task.config_hash,
+)
+
+
+class Waiting(Protocol):
+    """A waiting task as admission sees it (a row of :data:`WAITING_COLUMNS`)."""
+
+    id: uuid.UUID
+    scan_id: uuid.UUID
+    target: str
+    tool: str
+    pool: str
+    options: dict[str, Any] | None
+    target_key: str | None
+    budget_class: str | None
+    max_concurrency: int | None
+    rps: float | None
+    max_runtime_s: int | None
+    attempts: int
+    config_hash: str | None
+
+
 @dataclass(frozen=True)
 class Grant:
     """A task admitted now: the attempt it runs as and the rate it may use."""
 
-    task: Task
+    task: Waiting
     attempt: int
     rps: float | None
 
@@ -67,10 +115,18 @@ class _Held:
     rps: float = 0.0
 
 
+def _key_in(session: Session, keys: Collection[str]) -> ColumnElement[bool]:
+    """``target_key`` among ``keys``: one array parameter on PostgreSQL, which it hashes
+    and probes the (status, target_key) index with, instead of a list of 1,000 binds."""
+    if session.get_bind().dialect.name == "postgresql":
+        return Task.target_key == any_(cast(list(keys), ARRAY(String(253))))
+    return Task.target_key.in_(keys)
+
+
 def _held(session: Session, keys: Collection[str]) -> dict[str, _Held]:
     rows = session.execute(
         select(Task.target_key, func.count(), func.coalesce(func.sum(Task.rps_allocated), 0.0))
-        .where(Task.status.in_(HELD), Task.target_key.in_(keys))
+        .where(Task.status.in_(HELD), _key_in(session, keys))
         .group_by(Task.target_key)
     ).all()
     return {str(key): _Held(int(n), float(rps or 0.0)) for key, n, rps in rows}
@@ -90,7 +146,7 @@ def waiting_targets(session: Session, now: datetime, limit: int) -> list[str]:
     return [key for key in keys if key is not None]
 
 
-def _plan_target(candidates: list[Task], held: _Held) -> list[tuple[Task, float | None]]:
+def _plan_target(candidates: Sequence[Waiting], held: _Held) -> list[tuple[Waiting, float | None]]:
     """Which of a target's waiting tasks (in order) get a lease now, and their rate."""
     if not candidates:
         return []
@@ -109,7 +165,7 @@ def _plan_target(candidates: list[Task], held: _Held) -> list[tuple[Task, float 
     count = min(free, fits, len(candidates))
     if count <= 0:
         return []
-    granted: list[tuple[Task, float | None]] = []
+    granted: list[tuple[Waiting, float | None]] = []
     for i, task in enumerate(candidates[:count]):
         if (task.max_concurrency or 1) <= held.count + i:
             break
@@ -143,40 +199,122 @@ def admit(
     )
     ranked = (
         select(Task.id, rank)
-        .where(Task.status == PENDING, _due(now), Task.target_key.in_(keys))
+        .where(Task.status == PENDING, _due(now), _key_in(session, keys))
         .subquery()
     )
-    tasks = session.scalars(
-        select(Task)
+    tasks: Sequence[Waiting] = session.execute(
+        select(*WAITING_COLUMNS)
         .join(ranked, ranked.c.id == Task.id)
         .where(ranked.c.rank <= PER_TARGET_WINDOW)
         .order_by(Task.target_key, ranked.c.rank)
     ).all()
-    by_target: dict[str, list[Task]] = {}
+    by_target: dict[str, list[Waiting]] = {}
     for task in tasks:
         by_target.setdefault(task.target_key or "", []).append(task)
     grants: list[Grant] = []
-    expires = now + admitted_ttl
-    updates = []
     for key, candidates in by_target.items():
         for task, rps in _plan_target(candidates, held.get(key, _Held())):
-            attempt = task.attempts + 1
-            updates.append(
-                {
-                    "id": task.id,
-                    "status": TaskStatus.ADMITTED.value,
-                    "attempts": attempt,
-                    "admitted_at": now,
-                    "lease_expires_at": expires,
-                    "rps_allocated": rps,
-                    "not_before": None,
-                    "worker": None,
-                }
-            )
-            grants.append(Grant(task, attempt, rps))
-    if updates:
-        session.execute(update(Task), updates)
+            grants.append(Grant(task, task.attempts + 1, rps))
+    _grant(session, grants, now, now + admitted_ttl)
     return grants
+
+
+@dataclass
+class _NewTask:
+    """A task row about to be inserted, seen as a waiting task."""
+
+    id: uuid.UUID
+    scan_id: uuid.UUID
+    target: str
+    tool: str
+    pool: str
+    options: dict[str, Any] | None
+    target_key: str | None
+    budget_class: str | None
+    max_concurrency: int | None
+    rps: float | None
+    max_runtime_s: int | None
+    attempts: int = 0
+    config_hash: str | None = None
+
+
+def admit_new(
+    session: Session, rows: list[dict[str, Any]], now: datetime, *, admitted_ttl: timedelta
+) -> list[Grant]:
+    """Admit new task rows before they are inserted (they are inserted admitted).
+
+    What :func:`admit` would do right after inserting them, without updating them: a
+    target that already has waiting tasks keeps its order (its new tasks wait behind
+    them); the others get the leases their budgets allow now. The caller holds the lease
+    lock and inserts ``rows`` in the same transaction.
+    """
+    keys = {row["target_key"] for row in rows}
+    held = _held(session, keys)
+    queued = set(
+        session.scalars(
+            select(Task.target_key).where(Task.status == PENDING, _key_in(session, keys)).distinct()
+        )
+    )
+    fields = {name for name in _NewTask.__dataclass_fields__}
+    by_target: dict[str, list[tuple[dict[str, Any], _NewTask]]] = {}
+    for row in rows:
+        if row["target_key"] not in queued:
+            view = _NewTask(**{k: v for k, v in row.items() if k in fields})
+            by_target.setdefault(row["target_key"], []).append((row, view))
+    grants = []
+    expires = now + admitted_ttl
+    for key, entries in by_target.items():
+        views = [view for _, view in entries]
+        granted = dict((id(task), rps) for task, rps in _plan_target(views, held.get(key, _Held())))
+        for row, view in entries:
+            if id(view) not in granted:
+                continue
+            rps = granted[id(view)]
+            row.update(
+                status=TaskStatus.ADMITTED.value,
+                attempts=1,
+                admitted_at=now,
+                lease_expires_at=expires,
+                rps_allocated=rps,
+            )
+            grants.append(Grant(view, 1, rps))
+    return grants
+
+
+def _grant(session: Session, grants: list[Grant], now: datetime, expires: datetime) -> None:
+    """Mark the granted tasks admitted: one statement on PostgreSQL, whatever their number."""
+    if not grants:
+        return
+    values = {
+        "status": TaskStatus.ADMITTED.value,
+        "admitted_at": now,
+        "lease_expires_at": expires,
+        "not_before": None,
+        "worker": None,
+    }
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text(
+                "UPDATE tasks SET status = :status, attempts = tasks.attempts + 1, "
+                "admitted_at = :admitted_at, lease_expires_at = :lease_expires_at, "
+                "rps_allocated = grant_.rps, not_before = NULL, worker = NULL "
+                "FROM unnest(CAST(:ids AS uuid[]), CAST(:rps AS float8[])) AS grant_(id, rps) "
+                "WHERE tasks.id = grant_.id AND tasks.status = 'pending'"
+            ),
+            {
+                **values,
+                "ids": [g.task.id for g in grants],
+                "rps": [g.rps for g in grants],
+            },
+        )
+        return
+    session.execute(
+        update(Task),
+        [
+            {"id": g.task.id, "attempts": g.attempt, "rps_allocated": g.rps, **values}
+            for g in grants
+        ],
+    )
 
 
 def unadmit(session: Session, grants: Iterable[Grant]) -> None:
@@ -362,7 +500,8 @@ def cancel_scan_tasks(
 ) -> tuple[int, int]:
     """Cancel what has not started; ask running tasks to stop. (cancelled, stopping)."""
     waiting = session.scalars(
-        select(Task).where(
+        select(Task)
+        .where(
             Task.scan_id == scan_id,
             Task.status.in_((PENDING, TaskStatus.ADMITTED.value)),
         )

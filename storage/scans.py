@@ -56,8 +56,24 @@ def create_scan(
 
 
 def add_tasks(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
+    """Insert task rows: COPY on PostgreSQL (a large scan's plan), INSERT elsewhere."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name != "postgresql":
         session.execute(insert(Task), list(rows))
+        return
+    from psycopg.types.json import Jsonb
+
+    columns = list(rows[0])
+    json_columns = {"options", "argv"}
+    driver = session.connection().connection.driver_connection
+    with driver.cursor() as cursor, cursor.copy(  # type: ignore[union-attr]
+        f"COPY tasks ({', '.join(columns)}) FROM STDIN"
+    ) as copy:
+        for row in rows:
+            copy.write_row(
+                [Jsonb(row[c]) if c in json_columns else row[c] for c in columns]
+            )
 
 
 def record_refusals(session: Session, scan_id: uuid.UUID, refusals: list[str]) -> None:
@@ -316,6 +332,9 @@ def task_rows(scan_id: uuid.UUID, planned: Iterable[NewTask]) -> list[dict[str, 
             "max_runtime_s": task.max_runtime_s,
             "cancel_requested": False,
             "created_at": now,
+            "admitted_at": None,
+            "lease_expires_at": None,
+            "rps_allocated": None,
         }
         for task in planned
     ]
