@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import structlog
+from sqlalchemy.orm import Session
 
 from contracts.errors import ConfigError, TransientError
 from contracts.task import TaskMessage
@@ -26,7 +27,6 @@ from coordinator.budgets import BudgetPolicy, FleetConfig
 from coordinator.scope import Scope
 from coordinator.settings import get_scan_settings
 from coordinator.targets import ParsedTarget, TargetRefused, parse_target
-from storage.database import session_scope
 from storage.leases import admit_new, leased_session
 from storage.scans import (
     NewTask,
@@ -162,7 +162,9 @@ def dispatch(
     budgets = budgets or default_policy()
     check_runtime(budgets)
     result = DispatchResult(scan_id or uuid.uuid4())
-    with session_scope(database_url) as session:
+    created = False
+
+    def new_scan(session: Session) -> None:
         create_scan(
             session,
             result.scan_id,
@@ -174,50 +176,59 @@ def dispatch(
             budget=budgets.describe(),
             max_wall_s=budgets.base.max_scan_wall_s,
         )
-    chunk: list[NewTask] = []
 
-    def flush() -> None:
-        if not chunk:
-            return
+    def flush(chunk: list[NewTask], last: bool) -> None:
+        """One transaction per chunk: the first also creates the scan, the last marks it
+        dispatched (a one-task scan takes one transaction); then the grants are published."""
+        nonlocal created
         rows = task_rows(result.scan_id, chunk)
+        grants = []
         with leased_session(database_url) as session:
-            grants = admit_new(
-                session,
-                rows,
-                datetime.now(UTC),
-                admitted_ttl=timedelta(seconds=get_scan_settings().admitted_ttl_s),
-            )
-            add_tasks(session, rows)
-        result.tasks += len(chunk)
-        chunk.clear()
+            if not created:
+                new_scan(session)
+                created = True
+            if rows:
+                grants = admit_new(
+                    session,
+                    rows,
+                    datetime.now(UTC),
+                    admitted_ttl=timedelta(seconds=get_scan_settings().admitted_ttl_s),
+                )
+                add_tasks(session, rows)
+            if last:
+                record_refusals(session, result.scan_id, result.refusals)
+                mark_dispatched(session, result.scan_id)
+        result.tasks += len(rows)
         try:
             result.admitted += publish_grants(database_url, grants, publish)
         except TransientError as exc:
             # The tasks wait in the database; the coordinator admits them again later.
             log.warning("dispatch_publish_failed", error=str(exc)[:300])
 
-    for planned in plan(targets, tools, scope, result.refusals):
-        budget = budgets.for_target(planned.target_key, planned.addresses)
-        chunk.append(
-            NewTask(
-                id=uuid.uuid4(),
-                target=planned.target.text(),
-                tool=planned.tool,
-                pool=pool_of(planned.tool),
-                options=(options or {}).get(planned.tool, {}),
-                target_key=planned.target_key,
-                budget_class=budget.budget_class,
-                max_concurrency=budget.max_concurrency,
-                rps=budget.rps,
-                max_runtime_s=budget.max_runtime_s,
+    planned_tasks = plan(targets, tools, scope, result.refusals)
+    upcoming = next(planned_tasks, None)
+    while True:
+        chunk: list[NewTask] = []
+        while upcoming is not None and len(chunk) < CHUNK:
+            budget = budgets.for_target(upcoming.target_key, upcoming.addresses)
+            chunk.append(
+                NewTask(
+                    id=uuid.uuid4(),
+                    target=upcoming.target.text(),
+                    tool=upcoming.tool,
+                    pool=pool_of(upcoming.tool),
+                    options=(options or {}).get(upcoming.tool, {}),
+                    target_key=upcoming.target_key,
+                    budget_class=budget.budget_class,
+                    max_concurrency=budget.max_concurrency,
+                    rps=budget.rps,
+                    max_runtime_s=budget.max_runtime_s,
+                )
             )
-        )
-        if len(chunk) >= CHUNK:
-            flush()
-    flush()
-    with leased_session(database_url) as session:
-        record_refusals(session, result.scan_id, result.refusals)
-        mark_dispatched(session, result.scan_id)
+            upcoming = next(planned_tasks, None)
+        flush(chunk, last=upcoming is None)
+        if upcoming is None:
+            break
     log.info(
         "scan_dispatched",
         scan_id=str(result.scan_id),

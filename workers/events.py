@@ -17,7 +17,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 
 from contracts.errors import TransientError
 from contracts.events import FindingEvent
-from contracts.task import TaskEvent
+from contracts.task import TaskEvent, TaskEventType
 from ingest.topology import FindingsTopology, connection_parameters
 from ingest.topology import declare as declare_findings
 
@@ -106,6 +106,25 @@ class RabbitSink:
             self._publish(self._findings, event.routing_key(), event.model_dump_json().encode())
 
     def task_event(self, event: TaskEvent) -> None:
-        self._publish(
-            self._task_events, f"task.{event.type.value}", event.model_dump_json().encode()
-        )
+        key, body = f"task.{event.type.value}", event.model_dump_json().encode()
+        if event.type is TaskEventType.STARTED:
+            self._notify(key, body)
+            return
+        self._publish(self._task_events, key, body)
+
+    def _notify(self, key: str, body: bytes) -> None:
+        """A notice for observers, without waiting for a confirm: the task's start is
+        recorded in PostgreSQL by its claim; a lost notice loses nothing."""
+        try:
+            channel = getattr(self._local, "notices", None)
+            if channel is None or channel.is_closed or channel.connection.is_closed:
+                channel = self._channel().connection.channel()
+                self._local.notices = channel
+            channel.basic_publish(
+                self._task_events,
+                key,
+                body,
+                pika.BasicProperties(delivery_mode=2, content_type="application/json"),
+            )
+        except (pika.exceptions.AMQPError, OSError):
+            self._local.notices = None
