@@ -21,7 +21,13 @@ from contracts.scan import ScanEvent, ScanEventType
 from contracts.task import TaskEvent, TaskEventType
 from coordinator.admission import retry_policy
 from storage.database import session_scope
-from storage.leases import cancel_scan_tasks, leased_session, overdue_scans, settled_scans
+from storage.leases import (
+    cancel_scan_tasks,
+    has_waiting,
+    leased_session,
+    overdue_scans,
+    settled_scans,
+)
 from storage.models import Scan
 from storage.scans import apply_task_event, finish_scan_if_done
 
@@ -66,8 +72,10 @@ def handle_task_event(database_url: str, event: TaskEvent) -> Applied:
         if task is None:
             log.warning("task_event_for_unknown_task", task_id=str(event.task_id))
             return Applied()
+        ended = event.type in (TaskEventType.FINISHED, TaskEventType.RELEASED)
+        # Only worth an admission pass (and its lock) when the target has tasks waiting.
         freed = None
-        if event.type in (TaskEventType.FINISHED, TaskEventType.RELEASED):
+        if ended and task.target_key and has_waiting(session, task.target_key):
             freed = task.target_key
         return Applied(_finish(session, event.scan_id), freed)
 

@@ -136,6 +136,16 @@ def _due(now: datetime) -> ColumnElement[bool]:
     return or_(Task.not_before.is_(None), Task.not_before <= now)
 
 
+def has_waiting(session: Session, target_key: str) -> bool:
+    """Whether the target has tasks waiting for a lease (due now or later)."""
+    return (
+        session.scalar(
+            select(Task.id).where(Task.status == PENDING, Task.target_key == target_key).limit(1)
+        )
+        is not None
+    )
+
+
 def waiting_targets(session: Session, now: datetime, limit: int) -> list[str]:
     keys = session.scalars(
         select(Task.target_key)

@@ -137,6 +137,11 @@ def test_failing_and_hanging_tools_fail_their_task_and_the_scan_still_completes_
     assert "unparsable test-garbage output" in tasks["test-garbage"]["reason"]
     assert tasks["tcp-ports"]["state"] == "succeeded"
     assert data["scan"]["status"] == "partial"
+    # The scan says which tasks failed and why.
+    assert "3 of 4 task(s) did not succeed" in data["scan"]["reason"]
+    assert "test-crash on 127.0.0.1: failed" in data["scan"]["reason"]
+    # A tool's own failure or timeout is final: never retried.
+    assert {t["attempts"] for t in data["tasks"]} == {1}
     assert [f["port"] for f in data["findings"]] == [listener]
     # Every task recorded the exact argument list it ran (or none for built-ins).
     assert tasks["test-crash"]["argv"][0] == PY

@@ -4,7 +4,7 @@ target's slots and rate; retry backoff; the config file."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from coordinator.budgets import BUILTIN_PROFILES, Budget, BudgetPolicy, FleetCon
 from coordinator.scan_command import tool_options
 from coordinator.settings import ScanSettings
 from coordinator.transport import task_actor_name, task_queue
-from storage.leases import _Held, _plan_target
+from storage.leases import RetryPolicy, _Held, _plan_target, retry_or_fail
 from storage.models import Task
 
 CONFIG = """
@@ -189,3 +189,31 @@ def test_tool_options_from_the_command_line() -> None:
     assert tool_options(None, []) is None
     with pytest.raises(ConfigError, match=r"TOOL\.KEY=VALUE"):
         tool_options(None, ["seconds=1"])
+
+
+def test_transient_failures_are_retried_with_backoff_until_attempts_run_out() -> None:
+    policy = RetryPolicy(max_attempts=3, backoff=ScanSettings(retry_backoff_s=2).backoff)
+    now = datetime(2026, 11, 21, tzinfo=UTC)
+    task = Task(status="running", attempts=1, lease_expires_at=now, rps_allocated=5.0)
+    assert retry_or_fail(task, "worker w1 lost: lease expired", now, policy)
+    assert (task.status, task.not_before, task.last_error) == (
+        "pending",
+        now + timedelta(seconds=2),
+        "worker w1 lost: lease expired",
+    )
+    assert task.lease_expires_at is None and task.rps_allocated is None
+    task.status, task.attempts = "running", 2
+    assert retry_or_fail(task, "broker unreachable", now, policy)
+    assert task.not_before == now + timedelta(seconds=4)
+    task.status, task.attempts = "running", 3
+    assert not retry_or_fail(task, "broker unreachable", now, policy)
+    assert task.status == "failed"
+    assert task.reason == "gave up after 3 attempts: broker unreachable"
+
+
+def test_a_hand_back_is_no_failure_it_waits_for_nothing() -> None:
+    policy = RetryPolicy(max_attempts=1, backoff=ScanSettings().backoff)
+    now = datetime(2026, 11, 21, tzinfo=UTC)
+    task = Task(status="running", attempts=1)
+    assert retry_or_fail(task, "handed back", now, policy, failure=False)
+    assert (task.status, task.not_before) == ("pending", None)
