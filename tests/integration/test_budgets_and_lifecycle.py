@@ -127,7 +127,11 @@ def test_the_rate_budget_reaches_the_tool_and_is_split_between_tasks(fleet: Flee
         both = list(first.times) + list(second.times)
     tasks = fleet.tasks(shared)
     assert max_overlap(tasks) == {"127.0.0.1": 2}, tasks
-    assert _most_in_one_second(both) <= 11
+    # Each task paces its own 5/s share; like the single task above, each may show one
+    # request more in a window when arrivals jitter around the window's edge.
+    assert _most_in_one_second(list(first.times)) <= 6
+    assert _most_in_one_second(list(second.times)) <= 6
+    assert _most_in_one_second(both) <= 10 + 2
 
 
 def test_a_hung_tool_is_killed_at_its_limit_and_frees_its_lease_at_once(
