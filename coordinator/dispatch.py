@@ -28,6 +28,7 @@ from coordinator.scope import Scope
 from coordinator.settings import get_scan_settings
 from coordinator.targets import ParsedTarget, TargetRefused, parse_target
 from storage.leases import admit_new, leased_session
+from storage.models import Scan
 from storage.scans import (
     NewTask,
     add_tasks,
@@ -164,8 +165,8 @@ def dispatch(
     result = DispatchResult(scan_id or uuid.uuid4())
     created = False
 
-    def new_scan(session: Session) -> None:
-        create_scan(
+    def new_scan(session: Session) -> Scan:
+        return create_scan(
             session,
             result.scan_id,
             targets=target_list or [],
@@ -184,8 +185,9 @@ def dispatch(
         rows = task_rows(result.scan_id, chunk)
         grants = []
         with leased_session(database_url) as session:
+            fresh = None
             if not created:
-                new_scan(session)
+                fresh = new_scan(session)
                 created = True
             if rows:
                 grants = admit_new(
@@ -197,7 +199,12 @@ def dispatch(
                 add_tasks(session, rows)
             if last:
                 record_refusals(session, result.scan_id, result.refusals)
-                mark_dispatched(session, result.scan_id)
+                if fresh is not None and rows:
+                    # Created in this very transaction, its tasks not yet published: no
+                    # one can have cancelled it or ended a task.
+                    fresh.status = "running"
+                else:
+                    mark_dispatched(session, result.scan_id)
         result.tasks += len(rows)
         try:
             result.admitted += publish_grants(database_url, grants, publish)

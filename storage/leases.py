@@ -115,6 +115,24 @@ class _Held:
     rps: float = 0.0
 
 
+def _held_and_queued(session: Session, keys: Collection[str]) -> tuple[dict[str, _Held], set[str]]:
+    """In one query: the leases held on each target, and the targets with tasks waiting."""
+    is_held = Task.status.in_(HELD)
+    rows = session.execute(
+        select(
+            Task.target_key,
+            func.count().filter(is_held),
+            func.coalesce(func.sum(Task.rps_allocated).filter(is_held), 0.0),
+            func.count().filter(Task.status == PENDING),
+        )
+        .where(Task.status.in_((PENDING, *HELD)), _key_in(session, keys))
+        .group_by(Task.target_key)
+    ).all()
+    held = {str(key): _Held(int(n), float(rps or 0.0)) for key, n, rps, _ in rows if n}
+    queued = {str(key) for key, _, _, waiting in rows if waiting}
+    return held, queued
+
+
 def _key_in(session: Session, keys: Collection[str]) -> ColumnElement[bool]:
     """``target_key`` among ``keys``: one array parameter on PostgreSQL, which it hashes
     and probes the (status, target_key) index with, instead of a list of 1,000 binds."""
@@ -259,12 +277,7 @@ def admit_new(
     lock and inserts ``rows`` in the same transaction.
     """
     keys = {row["target_key"] for row in rows}
-    held = _held(session, keys)
-    queued = set(
-        session.scalars(
-            select(Task.target_key).where(Task.status == PENDING, _key_in(session, keys)).distinct()
-        )
-    )
+    held, queued = _held_and_queued(session, keys)
     fields = {name for name in _NewTask.__dataclass_fields__}
     by_target: dict[str, list[tuple[dict[str, Any], _NewTask]]] = {}
     for row in rows:

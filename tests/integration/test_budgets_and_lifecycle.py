@@ -185,7 +185,8 @@ def test_cancel_stops_running_tools_and_queued_tasks(fleet: Fleet, tmp_path: Pat
         f"test-sleep.pid_dir={pid_dir}",
     )
     fleet.wait_tasks(scan_id, lambda ts: sum(t["state"] == "running" for t in ts) == 2)
-    assert len(list(pid_dir.iterdir())) == 2
+    # Both tools have started (a task is running from its claim, its tool a moment later).
+    fleet.wait_tasks(scan_id, lambda _: len(list(pid_dir.iterdir())) == 2)
     cancelled_at = time.monotonic()
     result = fleet.cli("scan", "cancel", scan_id, "--json")
     assert '"cancelled_tasks": 4' in result.stdout and '"stopping_tasks": 2' in result.stdout
