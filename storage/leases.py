@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import ARRAY, ColumnElement, String, any_, cast, func, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -82,8 +82,10 @@ WAITING_COLUMNS = (
 )
 
 
-class Waiting(Protocol):
-    """A waiting task as admission sees it (a row of :data:`WAITING_COLUMNS`)."""
+@dataclass
+class Waiting:
+    """A waiting task as admission sees it: a row of :data:`WAITING_COLUMNS`, or a new
+    task's row about to be inserted."""
 
     id: uuid.UUID
     scan_id: uuid.UUID
@@ -96,8 +98,8 @@ class Waiting(Protocol):
     max_concurrency: int | None
     rps: float | None
     max_runtime_s: int | None
-    attempts: int
-    config_hash: str | None
+    attempts: int = 0
+    config_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -230,12 +232,15 @@ def admit(
         .where(Task.status == PENDING, _due(now), _key_in(session, keys))
         .subquery()
     )
-    tasks: Sequence[Waiting] = session.execute(
-        select(*WAITING_COLUMNS)
-        .join(ranked, ranked.c.id == Task.id)
-        .where(ranked.c.rank <= PER_TARGET_WINDOW)
-        .order_by(Task.target_key, ranked.c.rank)
-    ).all()
+    tasks = [
+        Waiting(**row._mapping)
+        for row in session.execute(
+            select(*WAITING_COLUMNS)
+            .join(ranked, ranked.c.id == Task.id)
+            .where(ranked.c.rank <= PER_TARGET_WINDOW)
+            .order_by(Task.target_key, ranked.c.rank)
+        )
+    ]
     by_target: dict[str, list[Waiting]] = {}
     for task in tasks:
         by_target.setdefault(task.target_key or "", []).append(task)
@@ -245,25 +250,6 @@ def admit(
             grants.append(Grant(task, task.attempts + 1, rps))
     _grant(session, grants, now, now + admitted_ttl)
     return grants
-
-
-@dataclass
-class _NewTask:
-    """A task row about to be inserted, seen as a waiting task."""
-
-    id: uuid.UUID
-    scan_id: uuid.UUID
-    target: str
-    tool: str
-    pool: str
-    options: dict[str, Any] | None
-    target_key: str | None
-    budget_class: str | None
-    max_concurrency: int | None
-    rps: float | None
-    max_runtime_s: int | None
-    attempts: int = 0
-    config_hash: str | None = None
 
 
 def admit_new(
@@ -278,11 +264,11 @@ def admit_new(
     """
     keys = {row["target_key"] for row in rows}
     held, queued = _held_and_queued(session, keys)
-    fields = {name for name in _NewTask.__dataclass_fields__}
-    by_target: dict[str, list[tuple[dict[str, Any], _NewTask]]] = {}
+    fields = {name for name in Waiting.__dataclass_fields__}
+    by_target: dict[str, list[tuple[dict[str, Any], Waiting]]] = {}
     for row in rows:
         if row["target_key"] not in queued:
-            view = _NewTask(**{k: v for k, v in row.items() if k in fields})
+            view = Waiting(**{k: v for k, v in row.items() if k in fields})
             by_target.setdefault(row["target_key"], []).append((row, view))
     grants = []
     expires = now + admitted_ttl
