@@ -392,7 +392,7 @@ def demo(as_json: JsonOpt = False) -> None:
     with demo_services() as services:
         if not as_json:
             console.print(
-                f"demo services: {services.http_url} (no security headers), "
+                f"demo services: {services.http_url} (no security headers, exposed .git), "
                 f"{services.https_url} (expired self-signed certificate), "
                 f"127.0.0.1:{services.extra_port} (extra open port)"
             )

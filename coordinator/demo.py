@@ -31,9 +31,14 @@ class _WeakHandler(http.server.BaseHTTPRequestHandler):
     server_version = "DemoHTTP/1.0"
 
     def do_GET(self) -> None:
-        body = b"<html><body>scanfleet demo</body></html>"
+        # Every path answers 200 with the same page (a soft 404), except the exposed git
+        # metadata that http-exposure should find.
+        if self.path == "/.git/HEAD":
+            body, media_type = b"ref: refs/heads/main\n", "text/plain"
+        else:
+            body, media_type = b"<html><body>scanfleet demo</body></html>", "text/html"
         self.send_response(200)
-        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Type", media_type)
         self.send_header("Set-Cookie", "session=demo-session-secret; Path=/")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
