@@ -41,6 +41,22 @@ def _targets(host: str, count: int, first_port: int = 1001) -> list[str]:
     return [f"{host}:{port}" for port in range(first_port, first_port + count)]
 
 
+def _sleep_scan(
+    fleet: Fleet, targets: list[str], seconds: float, *options: str, pid_dir: Path | None = None
+) -> str:
+    """A scan of ``test-sleep`` tasks that sleep ``seconds`` (recording pids in pid_dir)."""
+    extra = ["--tool-option", f"test-sleep.pid_dir={pid_dir}"] if pid_dir else []
+    return fleet.scan(
+        targets,
+        "--tools",
+        "test-sleep",
+        "--tool-option",
+        f"test-sleep.seconds={seconds}",
+        *extra,
+        *options,
+    )
+
+
 def _assert_exactly_once(fleet: Fleet, scan_id: str, tasks: list[dict]) -> None:
     succeeded = [t for t in tasks if t["state"] == "succeeded"]
     expected = sum(t["findings"] or 0 for t in succeeded)
@@ -53,12 +69,10 @@ def test_three_targets_never_run_more_than_their_max_concurrency(fleet: Fleet) -
     for n in range(3):
         fleet.start_worker(f"worker{n}", 4)
     targets = [t for host in ("127.0.0.1", "127.0.0.2", "127.0.0.3") for t in _targets(host, 10)]
-    scan_id = fleet.scan(
+    scan_id = _sleep_scan(
+        fleet,
         targets,
-        "--tools",
-        "test-sleep",
-        "--tool-option",
-        "test-sleep.seconds=0.6",
+        0.6,
         "--max-concurrency",
         "2",
     )
@@ -141,18 +155,15 @@ def test_a_hung_tool_is_killed_at_its_limit_and_frees_its_lease_at_once(
     fleet.start_worker("worker", 4)
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
-    hung = fleet.scan(
+    hung = _sleep_scan(
+        fleet,
         ["127.0.0.5:1"],
-        "--tools",
-        "test-sleep",
+        600,
         "--max-concurrency",
         "1",
         "--max-runtime",
         "2",
-        "--tool-option",
-        "test-sleep.seconds=600",
-        "--tool-option",
-        f"test-sleep.pid_dir={pid_dir}",
+        pid_dir=pid_dir,
     )
     # Same target, one slot: the waiting task is admitted only when the hung one ends.
     waiting = fleet.scan(["127.0.0.5:2"], "--tools", "tcp-ports", "--max-concurrency", "1")
@@ -173,16 +184,13 @@ def test_cancel_stops_running_tools_and_queued_tasks(fleet: Fleet, tmp_path: Pat
     fleet.start_worker("worker", 4)
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
-    scan_id = fleet.scan(
+    scan_id = _sleep_scan(
+        fleet,
         _targets("127.0.0.6", 6),
-        "--tools",
-        "test-sleep",
+        60,
         "--max-concurrency",
         "2",
-        "--tool-option",
-        "test-sleep.seconds=60",
-        "--tool-option",
-        f"test-sleep.pid_dir={pid_dir}",
+        pid_dir=pid_dir,
     )
     fleet.wait_tasks(scan_id, lambda ts: sum(t["state"] == "running" for t in ts) == 2)
     # Both tools have started (a task is running from its claim, its tool a moment later).
@@ -209,16 +217,13 @@ def test_a_worker_killed_mid_task_loses_nothing_and_duplicates_nothing(
     doomed = fleet.start_worker("doomed", 4)
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
-    scan_id = fleet.scan(
+    scan_id = _sleep_scan(
+        fleet,
         _targets("127.0.0.7", 4),
-        "--tools",
-        "test-sleep",
+        3,
         "--max-concurrency",
         "4",
-        "--tool-option",
-        "test-sleep.seconds=3",
-        "--tool-option",
-        f"test-sleep.pid_dir={pid_dir}",
+        pid_dir=pid_dir,
     )
     fleet.wait_tasks(scan_id, lambda ts: sum(t["state"] == "running" for t in ts) == 4)
     fleet.wait_tasks(scan_id, lambda ts: len(list(pid_dir.iterdir())) == 4)
@@ -245,14 +250,12 @@ def test_a_worker_killed_mid_task_loses_nothing_and_duplicates_nothing(
 
 def test_sigterm_hands_running_tasks_back_and_they_finish_elsewhere(fleet: Fleet) -> None:
     leaving = fleet.start_worker("leaving", 4)
-    scan_id = fleet.scan(
+    scan_id = _sleep_scan(
+        fleet,
         _targets("127.0.0.8", 3),
-        "--tools",
-        "test-sleep",
+        5,
         "--max-concurrency",
         "3",
-        "--tool-option",
-        "test-sleep.seconds=5",
     )
     fleet.wait_tasks(scan_id, lambda ts: sum(t["state"] == "running" for t in ts) == 3)
     leaving.send_signal(signal.SIGTERM)
@@ -270,14 +273,12 @@ def test_sigterm_hands_running_tasks_back_and_they_finish_elsewhere(fleet: Fleet
 def test_a_rabbitmq_restart_mid_scan_loses_and_duplicates_nothing(fleet: Fleet) -> None:
     fleet.start_worker("worker-a", 2)
     fleet.start_worker("worker-b", 2)
-    scan_id = fleet.scan(
+    scan_id = _sleep_scan(
+        fleet,
         [*_targets("127.0.0.9", 4), *_targets("127.0.0.10", 4)],
-        "--tools",
-        "test-sleep",
+        2,
         "--max-concurrency",
         "2",
-        "--tool-option",
-        "test-sleep.seconds=2",
     )
     fleet.wait_tasks(scan_id, lambda ts: any(t["state"] == "running" for t in ts))
     subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, timeout=120)
@@ -296,18 +297,15 @@ def test_a_scan_past_its_max_wall_time_is_cancelled(fleet: Fleet, tmp_path: Path
     fleet.start_worker("worker", 2)
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
-    scan_id = fleet.scan(
+    scan_id = _sleep_scan(
+        fleet,
         _targets("127.0.0.11", 4),
-        "--tools",
-        "test-sleep",
+        60,
         "--max-concurrency",
         "2",
         "--max-wall",
         "3",
-        "--tool-option",
-        "test-sleep.seconds=60",
-        "--tool-option",
-        f"test-sleep.pid_dir={pid_dir}",
+        pid_dir=pid_dir,
     )
     summary = fleet.wait_final(scan_id, timeout=60)
     assert summary["status"] == "cancelled"
