@@ -19,11 +19,8 @@ BROKER_URL = os.environ.get("SCANFLEET_BROKER_URL", "amqp://guest:guest@127.0.0.
 
 def fresh_database(name: str) -> str:
     """Drop and create database ``name``; return its URL."""
+    drop_database(name)
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-        )
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     base = ADMIN_URL.rsplit("/", 1)[0]
     return f"{base}/{name}"

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import structlog
-from sqlalchemy.orm import Session
 
 from contracts.errors import TransientError
 from contracts.task import TaskMessage
@@ -46,21 +45,6 @@ def retry_policy(settings: ScanSettings | None = None) -> RetryPolicy:
     return RetryPolicy(settings.max_attempts, settings.backoff)
 
 
-def admit_in(
-    session: Session,
-    *,
-    target_keys: Iterable[str] | None = None,
-    now: datetime | None = None,
-) -> list[Grant]:
-    """Admit in a :func:`leased_session` (the caller publishes after it commits)."""
-    return admit(
-        session,
-        now or datetime.now(UTC),
-        admitted_ttl=timedelta(seconds=get_scan_settings().admitted_ttl_s),
-        target_keys=target_keys,
-    )
-
-
 def publish_grants(database_url: str, grants: list[Grant], publish: Publish) -> int:
     """Publish committed grants; take them back if publishing fails."""
     if not grants:
@@ -79,7 +63,12 @@ def admit_and_publish(
     database_url: str, publish: Publish, *, target_keys: Iterable[str] | None = None
 ) -> int:
     with leased_session(database_url) as session:
-        grants = admit_in(session, target_keys=target_keys)
+        grants = admit(
+            session,
+            datetime.now(UTC),
+            admitted_ttl=timedelta(seconds=get_scan_settings().admitted_ttl_s),
+            target_keys=target_keys,
+        )
     return publish_grants(database_url, grants, publish)
 
 

@@ -266,6 +266,7 @@ def scan(
     """Scan TARGETs: plan target x tool, check scope, run within budgets, summarise findings."""
     from contracts.scan import BudgetOverride
     from coordinator import scan_command as sc
+    from coordinator.settings import get_scan_settings
     from observability.logging import configure_logging
 
     configure_logging("WARNING")
@@ -279,7 +280,7 @@ def scan(
     follow = sc.is_terminal() if wait is None else wait
     database_url = _database_url()
     options = sc.tool_options(ports, tool_option or [])
-    budgets = sc.budget_policy(
+    budgets = get_scan_settings().budget_policy(
         profile,
         BudgetOverride(
             max_concurrency=max_concurrency,
@@ -359,7 +360,7 @@ def scan_cancel(
     if not result.found:
         raise ConfigError(f"no scan {scan_id}")
     if result.scan_event is not None and _broker_url():
-        sc.publish_scan_event(str(_broker_url()), result.scan_event)
+        sc.send_scan_event(str(_broker_url()), result.scan_event)
     data = {
         "scan_id": scan_id,
         "status": result.status,
@@ -382,6 +383,7 @@ def demo(as_json: JsonOpt = False) -> None:
     from coordinator import scan_command as sc
     from coordinator.demo import demo_services
     from coordinator.scope import LOOPBACK_SCOPE, Scope
+    from coordinator.settings import get_scan_settings
     from observability.logging import configure_logging
     from storage.settings import StorageSettings
 
@@ -404,7 +406,7 @@ def demo(as_json: JsonOpt = False) -> None:
             Scope.parse(LOOPBACK_SCOPE),
             out,
             show_progress=not as_json,
-            budgets=sc.budget_policy(None, BudgetOverride(max_runtime_s=120)),
+            budgets=get_scan_settings().budget_policy(None, BudgetOverride(max_runtime_s=120)),
             options={"nmap": {"ports": ports}, "tcp-ports": {"ports": ports}},
         )
     data = sc.summary_json(database_url, summary, refusals)

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from contracts.errors import ConfigError, TransientError
 from contracts.task import TaskMessage
 from coordinator.admission import publish_grants
-from coordinator.budgets import BudgetPolicy, FleetConfig
+from coordinator.budgets import BudgetPolicy
 from coordinator.scope import Scope
 from coordinator.settings import get_scan_settings
 from coordinator.targets import ParsedTarget, TargetRefused, parse_target
@@ -37,45 +37,26 @@ from storage.scans import (
     record_refusals,
     task_rows,
 )
+from workers.tools.registry import tools
 
 log = structlog.get_logger("scanfleet.coordinator")
 
 CHUNK = 1000
 
-#: Which tools apply to which kind of target, and the pool each runs in.
-TOOL_POOLS = {
-    "nmap": "network",
-    "tcp-ports": "default",
-    "http-headers": "web",
-    "tls-cert": "web",
-    "http-exposure": "web",
-}
-URL_TOOLS = frozenset({"http-headers", "http-exposure"})
-
 
 def pool_of(tool: str) -> str:
-    if tool in TOOL_POOLS:
-        return TOOL_POOLS[tool]
-    from workers.tools.registry import tools
-
+    """The worker pool whose queues carry the tool's tasks (its plugin says)."""
     plugin = tools().get(tool)
     return plugin.pool if plugin is not None else "default"
 
 
 def applies(tool: str, target: ParsedTarget) -> bool:
-    if tool not in TOOL_POOLS:
-        from workers.tools.registry import tools
-
-        plugin = tools().get(tool)
-        if plugin is not None:
-            return (target.url is not None) == (plugin.target_kind == "url")
-    if tool in URL_TOOLS:
-        return target.url is not None
-    if tool == "tls-cert":
-        return (target.url or "").startswith("https://") or (
-            target.url is None and target.port is not None
-        )
-    return target.url is None
+    """Whether the tool runs against this target (its plugin says; an unknown tool is
+    planned for hosts, and its task fails on the worker naming the known tools)."""
+    plugin = tools().get(tool)
+    if plugin is None:
+        return target.url is None
+    return plugin.accepts(url=target.url, port=target.port)
 
 
 @dataclass
@@ -132,11 +113,6 @@ def effective_config_hash(
     return hashlib.sha256(orjson.dumps(config, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def default_policy() -> BudgetPolicy:
-    settings = get_scan_settings()
-    return BudgetPolicy.for_scan(FleetConfig.load(settings.config), settings.profile, None)
-
-
 def check_runtime(budgets: BudgetPolicy) -> None:
     limit = get_scan_settings().max_task_runtime_s
     if budgets.base.max_runtime_s > limit:
@@ -160,7 +136,7 @@ def dispatch(
     target_list: list[str] | None = None,
     requested_by: str | None = None,
 ) -> DispatchResult:
-    budgets = budgets or default_policy()
+    budgets = budgets or get_scan_settings().budget_policy()
     check_runtime(budgets)
     result = DispatchResult(scan_id or uuid.uuid4())
     created = False
@@ -199,12 +175,7 @@ def dispatch(
                 add_tasks(session, rows)
             if last:
                 record_refusals(session, result.scan_id, result.refusals)
-                if fresh is not None and rows:
-                    # Created in this very transaction, its tasks not yet published: no
-                    # one can have cancelled it or ended a task.
-                    fresh.status = "running"
-                else:
-                    mark_dispatched(session, result.scan_id)
+                mark_dispatched(session, result.scan_id, created_here=fresh if rows else None)
         result.tasks += len(rows)
         try:
             result.admitted += publish_grants(database_url, grants, publish)

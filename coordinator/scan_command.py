@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from contracts.errors import ConfigError
-from contracts.scan import BudgetOverride, ScanEvent
+from contracts.scan import ScanEvent
 from coordinator.budgets import BudgetPolicy
 from coordinator.scope import Scope
 from coordinator.settings import get_scan_settings
@@ -120,9 +120,7 @@ def run_embedded(
     fleet = EmbeddedFleet(database_url, open_store(get_settings().effective_artifact_url), scope)
     fleet.start()
     try:
-        result = fleet.submit(
-            targets, tools, budgets=budgets, target_list=targets, options=options
-        )
+        result = fleet.submit(targets, tools, budgets=budgets, target_list=targets, options=options)
         summary = wait_for_scan(database_url, result.scan_id, console, show_progress=show_progress)
     finally:
         fleet.stop()
@@ -224,13 +222,6 @@ def is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
-def budget_policy(profile: str | None, override: BudgetOverride | None) -> BudgetPolicy:
-    settings = get_scan_settings()
-    return BudgetPolicy.for_scan(
-        settings.fleet_config(), profile or settings.profile, override
-    )
-
-
 def who() -> str:
     """Who asked, for the scan's record and the audit trail."""
     import getpass
@@ -243,10 +234,11 @@ def who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def publish_scan_event(broker_url: str, event: ScanEvent) -> None:
+def send_scan_event(broker_url: str, event: ScanEvent) -> None:
+    """Publish a scan's end event from the CLI (the coordinator's way, with a confirm)."""
     import pika
 
-    from coordinator.service import SCAN_EVENTS_EXCHANGE, declare
+    from coordinator.service import declare, publish_scan_event
     from ingest.topology import connection_parameters
 
     connection = pika.BlockingConnection(connection_parameters(broker_url))
@@ -254,12 +246,7 @@ def publish_scan_event(broker_url: str, event: ScanEvent) -> None:
         channel = connection.channel()
         declare(channel)
         channel.confirm_delivery()
-        channel.basic_publish(
-            SCAN_EVENTS_EXCHANGE,
-            f"scan.{event.type.value}",
-            event.model_dump_json().encode(),
-            pika.BasicProperties(delivery_mode=2, content_type="application/json"),
-        )
+        publish_scan_event(channel, event)
     finally:
         connection.close()
 

@@ -53,7 +53,7 @@ def declare(channel: pika.adapters.blocking_connection.BlockingChannel) -> None:
     channel.queue_bind(QUEUE, TASK_EVENTS_EXCHANGE, routing_key="task.#")
 
 
-def _publish_scan_event(
+def publish_scan_event(
     channel: pika.adapters.blocking_connection.BlockingChannel, event: ScanEvent
 ) -> None:
     channel.basic_publish(
@@ -74,7 +74,7 @@ def _housekeeping(
     except TransientError as exc:
         log.warning("admission_publish_failed", error=str(exc)[:300])
     for event in sweep(database_url):
-        _publish_scan_event(channel, event)
+        publish_scan_event(channel, event)
 
 
 def serve(broker_url: str, database_url: str) -> None:
@@ -151,6 +151,6 @@ def _consume(
             except TransientError as exc:
                 log.warning("admission_publish_failed", error=str(exc)[:300])
         if applied.scan_event is not None:
-            _publish_scan_event(channel, applied.scan_event)
+            publish_scan_event(channel, applied.scan_event)
         channel.basic_ack(method.delivery_tag)
     connection.close()

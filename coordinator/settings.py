@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from coordinator.budgets import FleetConfig
+from contracts.scan import BudgetOverride
+from coordinator.budgets import BudgetPolicy, FleetConfig
 from coordinator.scope import LOOPBACK_SCOPE
 
 #: dramatiq's own time limit is the task's plus this (a last resort).
@@ -78,11 +79,19 @@ class ScanSettings(BaseSettings):
         """
         return (self.broker_consumer_timeout_s - 2 * TIME_LIMIT_MARGIN_S) // 2
 
+    @cached_property
     def fleet_config(self) -> FleetConfig:
+        """The config file, read once per settings object."""
         return FleetConfig.load(self.config)
 
+    def budget_policy(
+        self, profile: str | None = None, override: BudgetOverride | None = None
+    ) -> BudgetPolicy:
+        """A scan's budgets: the profile (default ``SCANFLEET_PROFILE``) and its overrides."""
+        return BudgetPolicy.for_scan(self.fleet_config, profile or self.profile, override)
+
     def scope_entries(self) -> list[str]:
-        config = self.fleet_config()
+        config = self.fleet_config
         entries = self.scope if self.scope is not None else (config.scope.allow or LOOPBACK_SCOPE)
         return [*entries, *(f"!{d.lstrip('!')}" for d in config.scope.deny)]
 

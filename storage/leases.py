@@ -143,15 +143,6 @@ def _key_in(session: Session, keys: Collection[str]) -> ColumnElement[bool]:
     return Task.target_key.in_(keys)
 
 
-def _held(session: Session, keys: Collection[str]) -> dict[str, _Held]:
-    rows = session.execute(
-        select(Task.target_key, func.count(), func.coalesce(func.sum(Task.rps_allocated), 0.0))
-        .where(Task.status.in_(HELD), _key_in(session, keys))
-        .group_by(Task.target_key)
-    ).all()
-    return {str(key): _Held(int(n), float(rps or 0.0)) for key, n, rps in rows}
-
-
 def _due(now: datetime) -> ColumnElement[bool]:
     return or_(Task.not_before.is_(None), Task.not_before <= now)
 
@@ -221,7 +212,7 @@ def admit(
         keys = waiting_targets(session, now, limit)
     if not keys:
         return []
-    held = _held(session, keys)
+    held, _ = _held_and_queued(session, keys)
     rank = (
         func.row_number()
         .over(partition_by=Task.target_key, order_by=(Task.created_at, Task.id))

@@ -67,13 +67,13 @@ def add_tasks(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     columns = list(rows[0])
     json_columns = {"options", "argv"}
     driver = session.connection().connection.driver_connection
-    with driver.cursor() as cursor, cursor.copy(  # type: ignore[union-attr]
-        f"COPY tasks ({', '.join(columns)}) FROM STDIN"
-    ) as copy:
+    assert driver is not None
+    with (
+        driver.cursor() as cursor,
+        cursor.copy(f"COPY tasks ({', '.join(columns)}) FROM STDIN") as copy,
+    ):
         for row in rows:
-            copy.write_row(
-                [Jsonb(row[c]) if c in json_columns else row[c] for c in columns]
-            )
+            copy.write_row([Jsonb(row[c]) if c in json_columns else row[c] for c in columns])
 
 
 def record_refusals(session: Session, scan_id: uuid.UUID, refusals: list[str]) -> None:
@@ -83,11 +83,18 @@ def record_refusals(session: Session, scan_id: uuid.UUID, refusals: list[str]) -
         )
 
 
-def mark_dispatched(session: Session, scan_id: uuid.UUID) -> Scan | None:
+def mark_dispatched(
+    session: Session, scan_id: uuid.UUID, *, created_here: Scan | None = None
+) -> Scan | None:
     """Every task of the scan is persisted: it is running (or already over).
 
     A scan cancelled while it was being dispatched has its late tasks cancelled too.
+    ``created_here`` is the scan when this transaction created it and added tasks: no one
+    else has seen it, so no one can have cancelled it or ended a task of it.
     """
+    if created_here is not None:
+        created_here.status = "running"
+        return None
     scan = session.get(Scan, scan_id, with_for_update=True)
     if scan is None or scan.status != "pending":
         return None

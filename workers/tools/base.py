@@ -83,6 +83,11 @@ class Tool(ABC):
     #: Default time limit of one task, in seconds.
     default_time_limit_s: ClassVar[int] = 300
 
+    @classmethod
+    def accepts(cls, *, url: str | None, port: int | None) -> bool:
+        """Whether a scan plans a task of this tool for a target with this URL and port."""
+        return (url is not None) == (cls.target_kind == "url")
+
     @abstractmethod
     def version(self) -> str:
         """The tool's version, probed on the worker (raises :class:`ToolUnavailable`)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from importlib import metadata
 
+from workers.tools.base import Tool
+
 
 def builtin_version() -> str:
     """``builtin-<scanfleet version>``: a built-in check changes with the distribution."""
@@ -11,3 +13,11 @@ def builtin_version() -> str:
         return f"builtin-{metadata.version('scanfleet')}"
     except metadata.PackageNotFoundError:
         return "builtin"
+
+
+class BuiltinCheck(Tool):
+    """A check that runs inside the worker (``collect``): it is always available and its
+    version is the distribution's."""
+
+    def version(self) -> str:
+        return builtin_version()

@@ -36,8 +36,8 @@ from urllib.parse import SplitResult, urljoin, urlsplit
 
 from contracts.finding import Finding
 from workers.tools.address import is_ip
-from workers.tools.base import RunContext, Tool, ToolError
-from workers.tools.builtin import builtin_version
+from workers.tools.base import RunContext, ToolError
+from workers.tools.builtin import BuiltinCheck
 from workers.tools.http_exposure import parser
 from workers.tools.http_exposure.parser import ExposureScan, ProbeResponse
 from workers.tools.http_exposure.paths import PROBES
@@ -83,14 +83,11 @@ KEPT_HEADERS = frozenset(
 )
 
 
-class HttpExposureTool(Tool):
+class HttpExposureTool(BuiltinCheck):
     name: ClassVar[str] = "http-exposure"
     pool: ClassVar[str] = "web"
     target_kind: ClassVar[str] = "url"
     default_time_limit_s: ClassVar[int] = 300
-
-    def version(self) -> str:
-        return builtin_version()
 
     def collect(self, ctx: RunContext) -> bytes:
         url = checked_url(ctx.target, self.name)

@@ -16,8 +16,8 @@ from urllib.parse import SplitResult, urljoin, urlsplit
 
 from contracts.finding import Finding
 from workers.tools.address import is_ip
-from workers.tools.base import RunContext, Tool, ToolError
-from workers.tools.builtin import builtin_version
+from workers.tools.base import RunContext, ToolError
+from workers.tools.builtin import BuiltinCheck
 from workers.tools.http_headers import parser
 from workers.tools.http_headers.parser import HeaderFetch
 from workers.tools.pacing import Pacer
@@ -37,14 +37,11 @@ MAX_REDIRECTS = 5
 _REQUEST_TIMEOUT_S = 10.0
 
 
-class HttpHeadersTool(Tool):
+class HttpHeadersTool(BuiltinCheck):
     name: ClassVar[str] = "http-headers"
     pool: ClassVar[str] = "web"
     target_kind: ClassVar[str] = "url"
     default_time_limit_s: ClassVar[int] = 60
-
-    def version(self) -> str:
-        return builtin_version()
 
     def collect(self, ctx: RunContext) -> bytes:
         url = checked_url(ctx.target, self.name)

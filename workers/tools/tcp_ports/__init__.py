@@ -25,8 +25,8 @@ from typing import ClassVar, Literal
 
 from contracts.finding import Finding
 from workers.tools.address import checked_address, is_ip
-from workers.tools.base import RunContext, Tool, ToolError
-from workers.tools.builtin import builtin_version
+from workers.tools.base import RunContext, ToolError
+from workers.tools.builtin import BuiltinCheck
 from workers.tools.pacing import Pacer
 from workers.tools.ports import port_list
 from workers.tools.tcp_ports import parser
@@ -36,14 +36,11 @@ DEFAULT_PORTS: tuple[int, ...] = tuple(sorted(parser.WELL_KNOWN))
 _BANNER_BYTES = 512
 
 
-class TcpPortsTool(Tool):
+class TcpPortsTool(BuiltinCheck):
     name: ClassVar[str] = "tcp-ports"
     pool: ClassVar[str] = "default"
     target_kind: ClassVar[str] = "host"
     default_time_limit_s: ClassVar[int] = 300
-
-    def version(self) -> str:
-        return builtin_version()
 
     def collect(self, ctx: RunContext) -> bytes:
         address = checked_address(ctx.target)

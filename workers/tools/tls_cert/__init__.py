@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 
 from contracts.finding import Finding
 from workers.tools.address import checked_address, checked_host_name, is_ip, server_name
-from workers.tools.base import RunContext, Target, Tool, ToolError
-from workers.tools.builtin import builtin_version
+from workers.tools.base import RunContext, Target, ToolError
+from workers.tools.builtin import BuiltinCheck
 from workers.tools.pacing import Pacer
 from workers.tools.tls_cert import parser
 from workers.tools.tls_cert.parser import CertificateFetch, Verification
@@ -41,14 +41,17 @@ class _Endpoint:
     name: str | None
 
 
-class TlsCertTool(Tool):
+class TlsCertTool(BuiltinCheck):
     name: ClassVar[str] = "tls-cert"
     pool: ClassVar[str] = "web"
     target_kind: ClassVar[str] = "host"
-    default_time_limit_s: ClassVar[int] = 60
 
-    def version(self) -> str:
-        return builtin_version()
+    @classmethod
+    def accepts(cls, *, url: str | None, port: int | None) -> bool:
+        """An https URL, or a host with a port: where TLS is spoken."""
+        return (url or "").startswith("https://") or (url is None and port is not None)
+
+    default_time_limit_s: ClassVar[int] = 60
 
     def collect(self, ctx: RunContext) -> bytes:
         endpoint = _endpoint(ctx.target)
