@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.demo import DemoServices, demo_services
-from tests.integration.services import REPO_ROOT, scalar
+from tests.integration.services import REPO_ROOT, run_cli, scalar
 
 pytestmark = pytest.mark.e2e
 
@@ -52,28 +52,19 @@ def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
 
 
 def _scan(env: dict[str, str], services: DemoServices, tools: str) -> dict:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "coordinator.cli",
-            "scan",
-            *services.targets,
-            "--tools",
-            tools,
-            "--ports",
-            services.ports,
-            "--wait",
-            "--json",
-            "--time-limit",
-            "120",
-        ],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
+    result = run_cli(
+        env,
+        "scan",
+        *services.targets,
+        "--tools",
+        tools,
+        "--ports",
+        services.ports,
+        "--wait",
+        "--json",
+        "--max-runtime",
+        "120",
         timeout=300,
-        check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads(result.stdout)

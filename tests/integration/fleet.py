@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from tests.integration.services import REPO_ROOT, scalar
+from tests.integration.services import REPO_ROOT, run_cli, scalar
 
 FINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 
@@ -73,15 +73,7 @@ class Fleet:
         return self.start(name, "worker", "--threads", str(threads))
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "coordinator.cli", *args],
-            env=self.env,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        result = run_cli(self.env, *args, timeout=300)
         if check:
             assert result.returncode == 0, (args, result.stdout[-3000:], result.stderr[-3000:])
         return result

@@ -163,7 +163,9 @@ def publish_backlog(
     return count
 
 
-def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """``scanfleet ARGS`` as a separate process, as an operator runs it."""
     return subprocess.run(
         [sys.executable, "-m", "coordinator.cli", *args],
@@ -171,7 +173,7 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
 

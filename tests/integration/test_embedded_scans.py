@@ -18,8 +18,9 @@ from rich.console import Console
 
 from contracts.finding import Finding
 from contracts.scan import BudgetOverride
-from coordinator.scan_command import budget_policy, run_embedded, summary_json
+from coordinator.scan_command import run_embedded, summary_json
 from coordinator.scope import LOOPBACK_SCOPE, Scope
+from coordinator.settings import get_scan_settings
 from workers.tools.base import Invocation, RunContext, Tool, ToolError
 from workers.tools.registry import TOOLS
 
@@ -113,7 +114,7 @@ def _scan(url: str, tools: list[str], port: int, time_limit: int = 60) -> dict:
         Scope.parse(LOOPBACK_SCOPE),
         Console(file=None, quiet=True),
         show_progress=False,
-        budgets=budget_policy(None, BudgetOverride(max_runtime_s=time_limit)),
+        budgets=get_scan_settings().budget_policy(None, BudgetOverride(max_runtime_s=time_limit)),
         options={"tcp-ports": {"ports": str(port)}},
     )
     return summary_json(url, summary, refusals)

@@ -256,14 +256,6 @@ def test_ingest_without_broker_url_says_what_is_missing(database_url: str) -> No
 
     env = {k: v for k, v in os.environ.items() if k != "SCANFLEET_BROKER_URL"}
     env["SCANFLEET_DATABASE_URL"] = database_url
-    result = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", "ingest"],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli(env, "ingest", timeout=60)
     assert result.returncode == 2
     assert "SCANFLEET_BROKER_URL" in result.stderr
