@@ -28,11 +28,11 @@ PLUGINS_ENV = "SCANFLEET_TOOL_PLUGINS"
 
 
 @functools.lru_cache(maxsize=8)
-def _tools(spec: str) -> dict[str, type[Tool]]:
-    """The built-in tools and the plugins ``spec`` names, loaded once."""
+def _plugins(spec: str) -> dict[str, type[Tool]]:
+    """The plugins ``spec`` names, imported once."""
     from contracts.errors import ConfigError
 
-    loaded: dict[str, type[Tool]] = dict(TOOLS)
+    loaded: dict[str, type[Tool]] = {}
     for entry in filter(None, (part.strip() for part in spec.split(","))):
         module_name, _, class_name = entry.partition(":")
         try:
@@ -47,7 +47,7 @@ def _tools(spec: str) -> dict[str, type[Tool]]:
 
 def tools() -> dict[str, type[Tool]]:
     """The built-in tools and the configured plugins, by name."""
-    return _tools(os.environ.get(PLUGINS_ENV, ""))
+    return {**TOOLS, **_plugins(os.environ.get(PLUGINS_ENV, ""))}
 
 
 def get_tool(name: str) -> Tool:
