@@ -32,7 +32,8 @@ import contextlib
 
 from common import BROKER_URL, drop_database, events, fresh_database
 
-from ingest.record import RECORD_COLUMNS, record_from_body
+from ingest.decode import record_from_body
+from ingest.record import RECORD_COLUMNS
 from storage.migrate import upgrade
 
 

@@ -55,6 +55,41 @@ def normalise_ip(value: str) -> str:
     return str(address)
 
 
+def normalise_host(value: str) -> str:
+    """A host name as stored: stripped, without a trailing dot, lower-case."""
+    host = value.strip().rstrip(".").lower()
+    if not host:
+        raise ValueError("host must not be empty")
+    if _FORBIDDEN_IN_HOST.search(host):
+        raise ValueError("host must not start with '-' or contain whitespace")
+    return host
+
+
+def checked_url(value: str) -> str:
+    """The URL, stripped, if it has a scheme, a host and a valid port (if any)."""
+    parts = urlsplit(value.strip())
+    if not parts.scheme or not parts.hostname:
+        raise ValueError(f"url needs a scheme and a host: {value!r}")
+    try:
+        parts.port  # noqa: B018 (raises ValueError for a port out of range or not a number)
+    except ValueError as exc:
+        raise ValueError(f"url has an invalid port: {value!r}") from exc
+    return value.strip()
+
+
+def kind_requirements_unmet(
+    kind: FindingKind, identity: dict[str, Any], asset_fields: dict[str, Any]
+) -> str | None:
+    """Why a finding of ``kind`` lacks what its kind needs, or None if it has it all."""
+    missing = [k for k in REQUIRED_IDENTITY_KEYS[kind] if k not in identity]
+    if missing:
+        return f"{kind.value} finding needs identity keys {missing}"
+    absent = [f for f in REQUIRED_ASSET_FIELDS[kind] if asset_fields.get(f) is None]
+    if absent:
+        return f"{kind.value} finding needs asset fields {absent}"
+    return None
+
+
 _MODEL_CONFIG = ConfigDict(extra="ignore", frozen=True)
 
 #: Top-level messages: unknown fields are ignored (a newer minor producer may add
@@ -87,14 +122,7 @@ class Asset(BaseModel):
     @field_validator("host")
     @classmethod
     def _normalise_host(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        host = value.strip().rstrip(".").lower()
-        if not host:
-            raise ValueError("host must not be empty")
-        if _FORBIDDEN_IN_HOST.search(host):
-            raise ValueError("host must not start with '-' or contain whitespace")
-        return host
+        return None if value is None else normalise_host(value)
 
     @field_validator("ip")
     @classmethod
@@ -104,16 +132,7 @@ class Asset(BaseModel):
     @field_validator("url")
     @classmethod
     def _valid_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value.strip())
-        if not parts.scheme or not parts.hostname:
-            raise ValueError(f"url needs a scheme and a host: {value!r}")
-        try:
-            parts.port  # noqa: B018 (raises ValueError for a port out of range or not a number)
-        except ValueError as exc:
-            raise ValueError(f"url has an invalid port: {value!r}") from exc
-        return value.strip()
+        return None if value is None else checked_url(value)
 
     @model_validator(mode="after")
     def _needs_address(self) -> Asset:
@@ -173,10 +192,7 @@ class Finding(BaseModel):
 
     @model_validator(mode="after")
     def _kind_requirements(self) -> Finding:
-        missing = [k for k in REQUIRED_IDENTITY_KEYS[self.kind] if k not in self.identity]
-        if missing:
-            raise ValueError(f"{self.kind.value} finding needs identity keys {missing}")
-        absent = [f for f in REQUIRED_ASSET_FIELDS[self.kind] if getattr(self.asset, f) is None]
-        if absent:
-            raise ValueError(f"{self.kind.value} finding needs asset fields {absent}")
+        problem = kind_requirements_unmet(self.kind, self.identity, self.asset.__dict__)
+        if problem:
+            raise ValueError(problem)
         return self

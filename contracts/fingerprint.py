@@ -53,16 +53,24 @@ def normalise_url(url: str) -> str:
     return f"{scheme}://{netloc}{path}"
 
 
+def asset_identity_of(
+    address: str, transport: str | None, port: int | None, url: str | None
+) -> dict[str, Any]:
+    """The parts of an asset that make it the same asset across scans (plain values)."""
+    identity: dict[str, Any] = {"address": address}
+    if transport is not None:
+        identity["transport"] = transport
+    if port is not None:
+        identity["port"] = port
+    if url is not None:
+        identity["url"] = normalise_url(url)
+    return identity
+
+
 def asset_identity(asset: Asset) -> dict[str, Any]:
     """The parts of an asset that make it the same asset across scans."""
-    identity: dict[str, Any] = {"address": asset.address}
-    if asset.transport is not None:
-        identity["transport"] = ENUM_VALUES[asset.transport]
-    if asset.port is not None:
-        identity["port"] = asset.port
-    if asset.url is not None:
-        identity["url"] = normalise_url(asset.url)
-    return identity
+    transport = ENUM_VALUES[asset.transport] if asset.transport is not None else None
+    return asset_identity_of(asset.address, transport, asset.port, asset.url)
 
 
 def fingerprint_material(finding: Finding) -> dict[str, Any]:
@@ -74,23 +82,49 @@ def fingerprint_material(finding: Finding) -> dict[str, Any]:
     }
 
 
+def digest(material: dict[str, Any]) -> str:
+    """Hex sha256 of the canonical JSON of ``material``: how both hashes are taken."""
+    return hashlib.sha256(canonical_json(material)).hexdigest()
+
+
 def fingerprint(finding: Finding) -> str:
     """Hex sha256 of the finding's identity; equal for the same thing on the same asset."""
-    return hashlib.sha256(canonical_json(fingerprint_material(finding))).hexdigest()
+    return digest(fingerprint_material(finding))
+
+
+def attribute_material_of(
+    title: str,
+    severity: str,
+    confidence: str,
+    attributes: dict[str, Any],
+    cve: list[str],
+    cwe: list[str],
+    cvss: float | None,
+) -> dict[str, Any]:
+    """What may change about a finding without it becoming a new one (plain values)."""
+    return {
+        "title": title,
+        "severity": severity,
+        "confidence": confidence,
+        "attributes": attributes,
+        "cve": sorted(cve),
+        "cwe": sorted(cwe),
+        "cvss": cvss,
+    }
 
 
 def attribute_material(finding: Finding) -> dict[str, Any]:
-    return {
-        "title": finding.title,
-        "severity": ENUM_VALUES[finding.severity],
-        "confidence": ENUM_VALUES[finding.confidence],
-        "attributes": finding.attributes,
-        "cve": sorted(finding.cve),
-        "cwe": sorted(finding.cwe),
-        "cvss": finding.cvss,
-    }
+    return attribute_material_of(
+        finding.title,
+        ENUM_VALUES[finding.severity],
+        ENUM_VALUES[finding.confidence],
+        finding.attributes,
+        finding.cve,
+        finding.cwe,
+        finding.cvss,
+    )
 
 
 def attribute_hash(finding: Finding) -> str:
     """Hex sha256 of what may change about a finding without it becoming a new one."""
-    return hashlib.sha256(canonical_json(attribute_material(finding))).hexdigest()
+    return digest(attribute_material(finding))

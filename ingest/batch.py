@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.errors import InvalidMessage
-from ingest.record import IngestRecord, record_from_body
+from ingest.decode import record_from_body
+from ingest.record import IngestRecord
 from ingest.writer import BatchOutcome, BatchRejected, BatchWriter
 
 

@@ -6,9 +6,8 @@ The fingerprint is always computed here; one sent by the producer is ignored.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import orjson
@@ -20,7 +19,7 @@ from contracts.finding import Evidence
 from contracts.fingerprint import (
     ENUM_VALUES,
     attribute_hash,
-    canonical_json,
+    digest,
     fingerprint_material,
 )
 
@@ -74,21 +73,21 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _json(value: object) -> str:
+def json_text(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def _json_list(values: list[str]) -> str:
+def json_list(values: list[str]) -> str:
     return orjson.dumps(values).decode() if values else "[]"
 
 
-def _evidence_json(evidence: list[Evidence]) -> str:
-    """The evidence list as JSON, unset fields left out."""
-    if not evidence:
-        return "[]"
-    return orjson.dumps(
-        [{k: v for k, v in item.__dict__.items() if v is not None} for item in evidence]
-    ).decode()
+def evidence_json(evidence: list[dict[str, Any]]) -> str:
+    """The evidence list as JSON (items with their set fields only, in the model's order)."""
+    return orjson.dumps(evidence).decode() if evidence else "[]"
+
+
+def _evidence_items(evidence: list[Evidence]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in item.__dict__.items() if v is not None} for item in evidence]
 
 
 def decode_event(body: bytes) -> FindingEvent:
@@ -112,7 +111,7 @@ def to_record(event: FindingEvent) -> IngestRecord:
         tool_name=event.tool.name,
         tool_version=event.tool.version,
         observed_at=event.observed_at,
-        fingerprint=hashlib.sha256(canonical_json(material)).hexdigest(),
+        fingerprint=digest(material),
         kind=ENUM_VALUES[finding.kind],
         rule_id=finding.rule_id,
         asset_key=asset.address,
@@ -121,24 +120,28 @@ def to_record(event: FindingEvent) -> IngestRecord:
         transport=ENUM_VALUES[asset.transport] if asset.transport is not None else None,
         port=asset.port,
         url=material["asset"].get("url"),
-        identity=_json(finding.identity),
+        identity=json_text(finding.identity),
         title=finding.title,
         severity=ENUM_VALUES[finding.severity],
         confidence=ENUM_VALUES[finding.confidence],
-        attributes=_json(finding.attributes),
+        attributes=json_text(finding.attributes),
         attr_hash=attribute_hash(finding),
         description=finding.description,
         remediation=finding.remediation,
-        references=_json_list(finding.references),
-        cwe=_json_list(finding.cwe),
-        cve=_json_list(finding.cve),
+        references=json_list(finding.references),
+        cwe=json_list(finding.cwe),
+        cve=json_list(finding.cve),
         cvss=finding.cvss,
-        evidence=_evidence_json(finding.evidence),
+        evidence=evidence_json(_evidence_items(finding.evidence)),
     )
 
 
-def record_from_body(body: bytes) -> IngestRecord:
-    """Decode, validate and flatten; raises :class:`InvalidMessage` for a bad message."""
+def model_record_from_body(body: bytes) -> IngestRecord:
+    """Decode, validate and flatten through the models; raises :class:`InvalidMessage`.
+
+    The reference for :func:`ingest.decode.record_from_body`, which takes a faster path
+    for events in the common shape and comes here for every other.
+    """
     event = decode_event(body)
     try:
         return to_record(event)

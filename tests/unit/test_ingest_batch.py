@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from contracts.errors import TransientError
 from contracts.registry import EXAMPLE_DIR
 from ingest.batch import DeadLetter, Delivery, decode_batch, process_batch, write_isolating
-from ingest.record import IngestRecord, record_from_body
+from ingest.decode import record_from_body
+from ingest.record import IngestRecord
 from ingest.writer import BatchOutcome, BatchRejected
 
 EXAMPLE_EVENT: dict[str, Any] = json.loads(

@@ -12,7 +12,8 @@ from contracts.errors import InvalidMessage, PermanentError
 from contracts.events import FindingEvent
 from contracts.fingerprint import attribute_hash, fingerprint
 from contracts.registry import EXAMPLE_DIR
-from ingest.record import RECORD_COLUMNS, IngestRecord, record_from_body
+from ingest.decode import record_from_body
+from ingest.record import RECORD_COLUMNS, IngestRecord
 
 EXAMPLE_BYTES = (EXAMPLE_DIR / "finding-event.json").read_bytes()
 EXAMPLE_EVENT: dict[str, Any] = json.loads(EXAMPLE_BYTES)
