@@ -107,6 +107,11 @@ def _json_passthrough(value: object) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
+def _json_param(rows: list[dict[str, Any]]) -> str:
+    """Rows as one JSON text parameter (orjson writes UUIDs and aware datetimes as RFC 3339)."""
+    return orjson.dumps(rows).decode()
+
+
 _DROP_DUPLICATES = """
 WITH fresh AS (
     INSERT INTO ingested_events (event_id, scan_id, ingested_at)
@@ -121,7 +126,7 @@ WHERE NOT EXISTS (SELECT 1 FROM fresh WHERE fresh.event_id = s.event_id)
 _EXTERNAL_SCANS = """
 INSERT INTO scans (id, origin, status, created_at)
 SELECT id, 'external', 'external', created_at
-FROM unnest(%s::uuid[], %s::timestamptz[]) AS batch(id, created_at)
+FROM json_to_recordset(%s::json) AS batch(id uuid, created_at timestamptz)
 ORDER BY id
 ON CONFLICT (id) DO NOTHING
 """
@@ -129,8 +134,9 @@ ON CONFLICT (id) DO NOTHING
 _ASSET_IDS = "SELECT id, key FROM assets WHERE key = ANY(%s)"
 
 _NEW_ASSETS = """
-WITH batch(key, host, ip, first_seen) AS (
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[])
+WITH batch AS (
+    SELECT * FROM json_to_recordset(%s::json)
+        AS b(key text, host text, ip text, first_seen timestamptz)
 ),
 inserted AS (
     INSERT INTO assets (key, host, ip, first_seen)
@@ -185,7 +191,7 @@ observed AS (
         attr_hash, evidence
     )
     SELECT u.id, s.scan_id, s.task_id, s.event_id, s.observed_at, s.tool_name,
-        s.tool_version, s.attr_hash, s.evidence::jsonb
+        s.tool_version, s.attr_hash, s.evidence::json
     FROM ingest_stage s JOIN upserted u ON u.fingerprint = s.fingerprint
     WHERE s.keep_observation
     ON CONFLICT (scan_id, finding_id) DO NOTHING
@@ -246,6 +252,10 @@ class PostgresBatchWriter:
                     self._conninfo,
                     application_name=self._application_name,
                     connect_timeout=10,
+                    # The batch statements are short; compiling them (their cost estimates
+                    # over a temporary table without statistics can exceed the threshold)
+                    # only costs CPU.
+                    options="-c jit=off",
                 )
                 set_json_dumps(_json_passthrough, context=conn)
                 with conn.transaction():
@@ -272,15 +282,12 @@ class PostgresBatchWriter:
         if len(cache) + len(missing) > self._cache_size:
             cache.clear()
         firsts = list(missing.values())
-        cur.execute(
-            _NEW_ASSETS,
-            (
-                [r.asset_key for r in firsts],
-                [r.host for r in firsts],
-                [r.ip for r in firsts],
-                [r.observed_at for r in firsts],
-            ),
-        )
+        # One JSON parameter: psycopg dumps four arrays element by element in Python.
+        batch = [
+            {"key": r.asset_key, "host": r.host, "ip": r.ip, "first_seen": r.observed_at}
+            for r in firsts
+        ]
+        cur.execute(_NEW_ASSETS, (_json_param(batch),))
         for asset_id, key in cur.fetchall():
             cache[key] = asset_id
         late = [key for key in missing if key not in cache]
@@ -303,7 +310,8 @@ class PostgresBatchWriter:
                 unknown[record.scan_id] = record.observed_at
         if not unknown:
             return
-        cur.execute(_EXTERNAL_SCANS, (list(unknown), list(unknown.values())))
+        batch = [{"id": scan, "created_at": at} for scan, at in unknown.items()]
+        cur.execute(_EXTERNAL_SCANS, (_json_param(batch),))
         if len(self._known_scans) > self._cache_size:
             self._known_scans.clear()
         self._known_scans.update(unknown)

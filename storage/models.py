@@ -32,6 +32,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 #: JSONB on PostgreSQL, JSON text on SQLite.
 Json = JSON().with_variant(JSONB(), "postgresql")
+#: JSON kept as text on both (stored and read back whole, never queried inside).
+JsonText = JSON()
 #: SQLite only auto-increments INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 #: Hex digests compare bytewise: the "C" collation on PostgreSQL avoids locale-aware compares.
@@ -141,9 +143,9 @@ class Finding(Base):
     __table_args__ = (
         Index("ix_findings_asset_id", "asset_id"),
         Index("ix_findings_status_severity", "status", "severity"),
-        # Re-sightings update last_seen in place: free space in each page lets PostgreSQL
-        # make those heap-only (HOT) updates that touch no index.
-        {"postgresql_with": {"fillfactor": 70}},
+        # Every re-sighting rewrites its finding: half of each page kept free lets
+        # PostgreSQL make nearly all of those heap-only (HOT) updates that touch no index.
+        {"postgresql_with": {"fillfactor": 50}},
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -198,7 +200,7 @@ class Observation(Base):
     tool_name: Mapped[str] = mapped_column(String(64))
     tool_version: Mapped[str] = mapped_column(String(128))
     attr_hash: Mapped[str] = mapped_column(Digest)
-    evidence: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    evidence: Mapped[list[dict[str, Any]]] = mapped_column(JsonText)
 
 
 class IngestedEvent(Base):
