@@ -195,7 +195,7 @@ def _record(event: _Event) -> IngestRecord | None:
         cwe=json_list(cwe),
         cve=json_list(cve),
         cvss=cvss,
-        evidence=evidence_json(msgspec.to_builtins(evidence)) if evidence else "[]",
+        evidence=evidence_json(msgspec.to_builtins(evidence)),
     )
 
 

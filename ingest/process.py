@@ -7,6 +7,7 @@ no Alembic), so a consumer starts in a fraction of a second.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from types import FrameType
@@ -49,4 +50,14 @@ def consumer_main(index: int, parent_pid: int, conninfo: str) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    _tune_garbage_collection()
     consumer.run()
+
+
+def _tune_garbage_collection() -> None:
+    """Fewer collections: a consumer allocates a few dozen objects per event, none of them
+    in reference cycles, and at the default thresholds the collector ran often enough to
+    cost ~15% of decoding. What is loaded by now is frozen out of every collection."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 100)
