@@ -73,13 +73,21 @@ def asset_identity(asset: Asset) -> dict[str, Any]:
     return asset_identity_of(asset.address, transport, asset.port, asset.url)
 
 
+def fingerprint_material_of(
+    kind: str, rule_id: str, asset: dict[str, Any], identity: dict[str, Any]
+) -> dict[str, Any]:
+    """What makes a finding the same finding (plain values; ``asset`` from
+    :func:`asset_identity_of`)."""
+    return {"kind": kind, "rule_id": rule_id, "asset": asset, "identity": identity}
+
+
 def fingerprint_material(finding: Finding) -> dict[str, Any]:
-    return {
-        "kind": ENUM_VALUES[finding.kind],
-        "rule_id": finding.rule_id,
-        "asset": asset_identity(finding.asset),
-        "identity": finding.identity,
-    }
+    return fingerprint_material_of(
+        ENUM_VALUES[finding.kind],
+        finding.rule_id,
+        asset_identity(finding.asset),
+        finding.identity,
+    )
 
 
 def digest(material: dict[str, Any]) -> str:

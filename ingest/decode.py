@@ -5,9 +5,10 @@ reading the models back was over half of ingest's CPU per event. Almost every ev
 arrives in one plain shape: hyphenated UUIDs, an ISO 8601 time with an offset, numbers
 where numbers belong, no field of a name the contract does not know. For that shape,
 :func:`fast_record` decodes into compiled msgspec structures whose constraints mirror the
-models' field by field, applies the models' own normalisation functions (host, IP, URL,
-the requirements of each kind) and computes the record through the same functions of
-:mod:`contracts` (fingerprint, attribute hash). For anything else it returns ``None``
+models' field by field (with the contract's own enums), applies the models' own
+normalisation functions (host, IP, URL, the requirements of each kind) and flattens
+through the same :func:`ingest.record.flatten` as the models' path (fingerprint,
+attribute hash, JSON columns). For anything else it returns ``None``
 and the models decide: they stay the one authority on what is valid, and they word
 every refusal.
 
@@ -27,33 +28,15 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta, Struct
 
-from contracts.enums import FindingKind
+from contracts.enums import Confidence, EvidenceType, FindingKind, Severity, Transport
 from contracts.finding import (
     checked_url,
     kind_requirements_unmet,
     normalise_host,
     normalise_ip,
 )
-from contracts.fingerprint import asset_identity_of, attribute_material_of, digest
-from ingest.record import (
-    IngestRecord,
-    evidence_json,
-    json_list,
-    json_text,
-    model_record_from_body,
-)
-
-# The vocabularies of contracts.enums, spelled out because msgspec needs literal types;
-# tests/unit/test_ingest_decode.py checks that they are the enums' values.
-KindName = Literal[
-    "network.service", "web.exposure", "web.template", "tls", "dns.mail", "package.vuln"
-]
-SeverityName = Literal["info", "low", "medium", "high", "critical"]
-ConfidenceName = Literal["low", "medium", "high"]
-TransportName = Literal["tcp", "udp"]
-EvidenceTypeName = Literal[
-    "text", "http_response", "http_request", "certificate", "banner", "dns_record", "artifact"
-]
+from contracts.fingerprint import ENUM_VALUES
+from ingest.record import IngestRecord, flatten, model_record_from_body
 
 #: ISO 8601 with an offset, as producers write it (calendar checks: ``fromisoformat``).
 #: The models take more spellings; those go the slow way.
@@ -74,14 +57,14 @@ class _Tool(Struct, forbid_unknown_fields=True, gc=False):
 class _Asset(Struct, forbid_unknown_fields=True, gc=False):
     host: Annotated[str, Meta(max_length=253)] | None = None
     ip: str | None = None
-    transport: TransportName | None = None
+    transport: Transport | None = None
     port: Annotated[int, Meta(ge=0, le=65535)] | None = None
     url: Annotated[str, Meta(max_length=4096)] | None = None
 
 
 class _Evidence(Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     # Field order is the models' order: the stored JSON lists set fields in it.
-    type: EvidenceTypeName
+    type: EvidenceType
     label: Annotated[str, Meta(max_length=256)] | None = None
     content: Annotated[str, Meta(max_length=65536)] | None = None
     media_type: Annotated[str, Meta(max_length=128)] | None = None
@@ -90,12 +73,12 @@ class _Evidence(Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False
 
 
 class _Finding(Struct, forbid_unknown_fields=True, gc=False):
-    kind: KindName
+    kind: FindingKind
     rule_id: Annotated[str, Meta(min_length=1, max_length=256)]
     title: Annotated[str, Meta(min_length=1, max_length=512)]
-    severity: SeverityName
+    severity: Severity
     asset: _Asset
-    confidence: ConfidenceName = "medium"
+    confidence: Confidence = Confidence.MEDIUM
     identity: dict[str, Annotated[str, Meta(max_length=1024)] | int | bool] = {}
     attributes: dict[str, Any] = {}
     description: Annotated[str, Meta(max_length=16384)] | None = None
@@ -119,83 +102,56 @@ class _Event(Struct, forbid_unknown_fields=True, gc=False):
 
 
 _decoder = msgspec.json.Decoder(_Event)
-_KINDS = {kind.value: kind for kind in FindingKind}
+_TCP = ENUM_VALUES[Transport.TCP]
 
 
 def _record(event: _Event) -> IngestRecord | None:
+    """The checks of the models' validators, then the record (:func:`flatten`)."""
     stamp = event.observed_at
     if not _TIMESTAMP.fullmatch(stamp):
         return None
     finding = event.finding
     asset = finding.asset
-    host = asset.host
-    if host is not None:
-        host = normalise_host(host)
-    ip = asset.ip
-    if ip is not None:
-        ip = normalise_ip(ip)
-    address = host if host is not None else ip
-    if address is None:
+    host = None if asset.host is None else normalise_host(asset.host)
+    ip = None if asset.ip is None else normalise_ip(asset.ip)
+    if host is None and ip is None:
         return None
     port = asset.port
-    transport = asset.transport
+    transport = ENUM_VALUES[asset.transport] if asset.transport is not None else None
     if transport is None and port is not None:
-        transport = "tcp"
-    url = asset.url
-    if url is not None:
-        url = checked_url(url)
+        transport = _TCP
+    url = None if asset.url is None else checked_url(asset.url)
     for item in finding.evidence:
         if item.content is None and item.artifact_ref is None and item.data is None:
             return None
-    identity = finding.identity
-    if kind_requirements_unmet(_KINDS[finding.kind], identity, {"port": port, "url": url}):
+    if kind_requirements_unmet(finding.kind, finding.identity, {"port": port, "url": url}):
         return None
-    asset_identity = asset_identity_of(address, transport, port, url)
-    material = {
-        "kind": finding.kind,
-        "rule_id": finding.rule_id,
-        "asset": asset_identity,
-        "identity": identity,
-    }
-    title = finding.title
-    severity = finding.severity
-    confidence = finding.confidence
-    attributes = finding.attributes
-    cve = finding.cve
-    cwe = finding.cwe
-    cvss = finding.cvss
-    evidence = finding.evidence
-    return IngestRecord(
+    return flatten(
         event_id=event.event_id,
         scan_id=event.scan_id,
         task_id=event.task_id,
         tool_name=event.tool.name,
         tool_version=event.tool.version,
         observed_at=datetime.fromisoformat(stamp),
-        fingerprint=digest(material),
-        kind=finding.kind,
+        kind=ENUM_VALUES[finding.kind],
         rule_id=finding.rule_id,
-        asset_key=address,
         host=host,
         ip=ip,
         transport=transport,
         port=port,
-        url=asset_identity.get("url"),
-        identity=json_text(identity),
-        title=title,
-        severity=severity,
-        confidence=confidence,
-        attributes=json_text(attributes),
-        attr_hash=digest(
-            attribute_material_of(title, severity, confidence, attributes, cve, cwe, cvss)
-        ),
+        url=url,
+        identity=finding.identity,
+        title=finding.title,
+        severity=ENUM_VALUES[finding.severity],
+        confidence=ENUM_VALUES[finding.confidence],
+        attributes=finding.attributes,
         description=finding.description,
         remediation=finding.remediation,
-        references=json_list(finding.references),
-        cwe=json_list(cwe),
-        cve=json_list(cve),
-        cvss=cvss,
-        evidence=evidence_json(msgspec.to_builtins(evidence)),
+        references=finding.references,
+        cwe=finding.cwe,
+        cve=finding.cve,
+        cvss=finding.cvss,
+        evidence=msgspec.to_builtins(finding.evidence),
     )
 
 

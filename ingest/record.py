@@ -15,12 +15,12 @@ from pydantic import ValidationError
 
 from contracts.errors import InvalidMessage
 from contracts.events import FindingEvent
-from contracts.finding import Evidence
 from contracts.fingerprint import (
     ENUM_VALUES,
-    attribute_hash,
+    asset_identity_of,
+    attribute_material_of,
     digest,
-    fingerprint_material,
+    fingerprint_material_of,
 )
 
 _MAX_ERRORS_IN_REASON = 3
@@ -86,10 +86,6 @@ def evidence_json(evidence: list[dict[str, Any]]) -> str:
     return orjson.dumps(evidence).decode() if evidence else "[]"
 
 
-def _evidence_items(evidence: list[Evidence]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in item.__dict__.items() if v is not None} for item in evidence]
-
-
 def decode_event(body: bytes) -> FindingEvent:
     """Parse and validate one message body, or raise :class:`InvalidMessage`."""
     try:
@@ -100,39 +96,106 @@ def decode_event(body: bytes) -> FindingEvent:
         raise InvalidMessage(describe_validation_error(exc), kind=kind) from exc
 
 
+def flatten(
+    *,
+    event_id: UUID,
+    scan_id: UUID,
+    task_id: UUID | None,
+    tool_name: str,
+    tool_version: str,
+    observed_at: datetime,
+    kind: str,
+    rule_id: str,
+    host: str | None,
+    ip: str | None,
+    transport: str | None,
+    port: int | None,
+    url: str | None,
+    identity: dict[str, Any],
+    title: str,
+    severity: str,
+    confidence: str,
+    attributes: dict[str, Any],
+    description: str | None,
+    remediation: str | None,
+    references: list[str],
+    cwe: list[str],
+    cve: list[str],
+    cvss: float | None,
+    evidence: list[dict[str, Any]],
+) -> IngestRecord:
+    """The record of a validated, normalised event: both hashes and the JSON columns.
+
+    Both decode paths end here (:func:`to_record` from the models, the fast path of
+    :mod:`ingest.decode` from its own structures), so they flatten alike by construction.
+    """
+    address = host if host is not None else str(ip)
+    asset_identity = asset_identity_of(address, transport, port, url)
+    return IngestRecord(
+        event_id=event_id,
+        scan_id=scan_id,
+        task_id=task_id,
+        tool_name=tool_name,
+        tool_version=tool_version,
+        observed_at=observed_at,
+        fingerprint=digest(fingerprint_material_of(kind, rule_id, asset_identity, identity)),
+        kind=kind,
+        rule_id=rule_id,
+        asset_key=address,
+        host=host,
+        ip=ip,
+        transport=transport,
+        port=port,
+        url=asset_identity.get("url"),
+        identity=json_text(identity),
+        title=title,
+        severity=severity,
+        confidence=confidence,
+        attributes=json_text(attributes),
+        attr_hash=digest(
+            attribute_material_of(title, severity, confidence, attributes, cve, cwe, cvss)
+        ),
+        description=description,
+        remediation=remediation,
+        references=json_list(references),
+        cwe=json_list(cwe),
+        cve=json_list(cve),
+        cvss=cvss,
+        evidence=evidence_json(evidence),
+    )
+
+
 def to_record(event: FindingEvent) -> IngestRecord:
     finding = event.finding
     asset = finding.asset
-    material = fingerprint_material(finding)
-    return IngestRecord(
+    return flatten(
         event_id=event.event_id,
         scan_id=event.scan_id,
         task_id=event.task_id,
         tool_name=event.tool.name,
         tool_version=event.tool.version,
         observed_at=event.observed_at,
-        fingerprint=digest(material),
         kind=ENUM_VALUES[finding.kind],
         rule_id=finding.rule_id,
-        asset_key=asset.address,
         host=asset.host,
         ip=asset.ip,
         transport=ENUM_VALUES[asset.transport] if asset.transport is not None else None,
         port=asset.port,
-        url=material["asset"].get("url"),
-        identity=json_text(finding.identity),
+        url=asset.url,
+        identity=finding.identity,
         title=finding.title,
         severity=ENUM_VALUES[finding.severity],
         confidence=ENUM_VALUES[finding.confidence],
-        attributes=json_text(finding.attributes),
-        attr_hash=attribute_hash(finding),
+        attributes=finding.attributes,
         description=finding.description,
         remediation=finding.remediation,
-        references=json_list(finding.references),
-        cwe=json_list(finding.cwe),
-        cve=json_list(finding.cve),
+        references=finding.references,
+        cwe=finding.cwe,
+        cve=finding.cve,
         cvss=finding.cvss,
-        evidence=evidence_json(_evidence_items(finding.evidence)),
+        evidence=[
+            {k: v for k, v in item.__dict__.items() if v is not None} for item in finding.evidence
+        ],
     )
 
 

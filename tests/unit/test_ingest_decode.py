@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import random
-import typing
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts.enums import Confidence, EvidenceType, FindingKind, Severity, Transport
+from contracts.enums import Confidence, EvidenceType, FindingKind, Severity
 from contracts.errors import InvalidMessage
 from contracts.events import FindingEvent
 from contracts.finding import Asset, Evidence, Finding, ToolInfo
@@ -528,20 +527,6 @@ def test_a_refused_event_is_refused_with_the_models_reason() -> None:
 
 
 # -- the mirror stays a mirror ---------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("literal", "enum"),
-    [
-        (decode.KindName, FindingKind),
-        (decode.SeverityName, Severity),
-        (decode.ConfidenceName, Confidence),
-        (decode.TransportName, Transport),
-        (decode.EvidenceTypeName, EvidenceType),
-    ],
-)
-def test_vocabularies_are_the_enums(literal: Any, enum: Any) -> None:
-    assert list(typing.get_args(literal)) == [member.value for member in enum]
 
 
 @pytest.mark.parametrize(
