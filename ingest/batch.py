@@ -145,8 +145,6 @@ def process_batch(
     max_message_bytes: int,
     write: Callable[[Sequence[IngestRecord]], BatchOutcome] | None = None,
 ) -> BatchResult:
-    if not deliveries:
-        raise ValueError("process_batch needs at least one delivery")
     decoded = decode_deliveries(
         deliveries, generation=generation, max_message_bytes=max_message_bytes
     )

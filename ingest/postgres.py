@@ -14,13 +14,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import orjson
 import psycopg
 from psycopg import sql
-from psycopg.types.json import set_json_dumps
 
 from contracts.errors import TransientError
-from ingest.record import RECORD_COLUMNS, IngestRecord
+from ingest.record import RECORD_COLUMNS, IngestRecord, json_text
 from ingest.writer import VOLATILE_COLUMNS, BatchOutcome, BatchRejected, batch_facts
 
 _STAGE_DDL = """
@@ -100,16 +98,6 @@ _STAGE_TYPES = (
     "timestamptz",
     "bool",
 )
-
-
-def _json_passthrough(value: object) -> str:
-    """Records carry JSON already serialised; anything else is serialised here."""
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
-
-
-def _json_param(rows: list[dict[str, Any]]) -> str:
-    """Rows as one JSON text parameter (orjson writes UUIDs and aware datetimes as RFC 3339)."""
-    return orjson.dumps(rows).decode()
 
 
 _DROP_DUPLICATES = """
@@ -257,7 +245,6 @@ class PostgresBatchWriter:
                     # only costs CPU.
                     options="-c jit=off",
                 )
-                set_json_dumps(_json_passthrough, context=conn)
                 with conn.transaction():
                     conn.execute(_STAGE_DDL)
             except psycopg.Error as exc:
@@ -282,12 +269,13 @@ class PostgresBatchWriter:
         if len(cache) + len(missing) > self._cache_size:
             cache.clear()
         firsts = list(missing.values())
-        # One JSON parameter: psycopg dumps four arrays element by element in Python.
+        # One JSON parameter (orjson writes UUIDs and aware datetimes as RFC 3339): psycopg
+        # would dump four arrays element by element in Python.
         batch = [
             {"key": r.asset_key, "host": r.host, "ip": r.ip, "first_seen": r.observed_at}
             for r in firsts
         ]
-        cur.execute(_NEW_ASSETS, (_json_param(batch),))
+        cur.execute(_NEW_ASSETS, (json_text(batch),))
         for asset_id, key in cur.fetchall():
             cache[key] = asset_id
         late = [key for key in missing if key not in cache]
@@ -311,7 +299,7 @@ class PostgresBatchWriter:
         if not unknown:
             return
         batch = [{"id": scan, "created_at": at} for scan, at in unknown.items()]
-        cur.execute(_EXTERNAL_SCANS, (_json_param(batch),))
+        cur.execute(_EXTERNAL_SCANS, (json_text(batch),))
         if len(self._known_scans) > self._cache_size:
             self._known_scans.clear()
         self._known_scans.update(unknown)
