@@ -152,15 +152,17 @@ def run_ingest(
     count = 0
     polls = 0
     try:
-        # Cheap probes while it runs: the observations id sequence (it moves as a batch
-        # writes) and the queue depth; the exact count(*) only near the end, so the
-        # poller does not load the database.
+        # Cheap probes while it runs: the findings id sequence (every upsert statement
+        # moves it, so it tells when the first batch writes) and, every 0.2 s, the queue
+        # depth (each passive declare costs the broker CPU, so not more often); the exact
+        # count(*) only once the queue is empty, so the poller does not load the database.
         broker = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
         channel = broker.channel()
         with psycopg.connect(db_url, autocommit=True) as conn:
             base_events = _count(conn, "SELECT count(*) FROM ingested_events")
             base_seq = _count(conn, _SEQUENCE_VALUE)
             target = base_events + expected
+            queue_empty = False
             while count < target:
                 if proc.poll() is not None:
                     raise RuntimeError(f"ingest exited with {proc.returncode}")
@@ -170,22 +172,21 @@ def run_ingest(
                 polls += 1
                 if polls % 10 == 0:
                     peak_rss = max(peak_rss, _rss_tree(ps))
-                seq = _count(conn, _SEQUENCE_VALUE)
                 if first_at is None:
-                    if seq > base_seq:
+                    if _count(conn, _SEQUENCE_VALUE) > base_seq:
                         first_at = time.perf_counter()
                         first_cpu = {"ingest": _tree_cpu(ps), **_service_cpu()}
                         first_count = _count(conn, "SELECT count(*) FROM ingested_events")
                         first_count -= base_events
                     continue
-                # Every event of this backlog adds one observation: until the sequence
-                # has moved that far, the (expensive on a big table) count is pointless,
-                # and so is asking RabbitMQ (each passive declare costs the broker CPU
-                # that the measured run would otherwise have).
-                if seq < base_seq + expected:
-                    continue
-                if channel.queue_declare(queue, passive=True).method.message_count:
-                    continue
+                if not queue_empty:
+                    if polls % 10:
+                        continue
+                    depth = channel.queue_declare(queue, passive=True).method.message_count
+                    queue_empty = depth == 0
+                    if not queue_empty:
+                        continue
+                # Delivered to the consumers: the last batches are being written.
                 count = _count(conn, "SELECT count(*) FROM ingested_events")
                 time.sleep(0.05)
         broker.close()
@@ -218,8 +219,9 @@ def run_ingest(
     }
 
 
-#: How many observation ids have been handed out (0 before the first).
-_SEQUENCE_VALUE = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM observations_id_seq"
+#: How many finding ids have been handed out (0 before the first); an upsert takes one
+#: per row it inserts or updates.
+_SEQUENCE_VALUE = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM findings_id_seq"
 
 
 def _count(conn: psycopg.Connection, query: str) -> int:  # type: ignore[type-arg]

@@ -325,7 +325,7 @@ class SqliteBatchWriter:
     def write(self, records: Sequence[IngestRecord]) -> BatchOutcome:
         if not records:
             return BatchOutcome(0, 0, 0, 0, 0)
-        first_seen, kept_events = batch_facts(records)
+        first_seen, kept_events, _latest = batch_facts(records)
         rows = [
             {
                 **record._asdict(),

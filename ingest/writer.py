@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from uuid import UUID
 
 from ingest.record import IngestRecord
@@ -65,20 +65,42 @@ VOLATILE_COLUMNS = (
 )
 
 
-def batch_facts(records: Sequence[IngestRecord]) -> tuple[dict[str, datetime], set[int]]:
-    """What every writer derives from a batch before writing it.
+class BatchFacts(NamedTuple):
+    """What every writer derives from a batch before writing it (``id()`` of records)."""
 
-    Returns the earliest sighting per fingerprint (a new finding's first_seen) and the
-    ``id()`` of the records that become observations: per (fingerprint, scan) the latest.
-    """
+    #: The earliest sighting per fingerprint (a new finding's first_seen).
+    first_seen: dict[str, datetime]
+    #: The records that become observations: per (fingerprint, scan) the latest.
+    kept_events: set[int]
+    #: The latest sighting per fingerprint: newest observed_at, ties to the smallest
+    #: event id (the order of PostgreSQL's ``DISTINCT ON ... observed_at DESC, event_id``).
+    latest_events: set[int]
+
+
+def batch_facts(records: Sequence[IngestRecord]) -> BatchFacts:
     first_seen: dict[str, datetime] = {}
     observation_of: dict[tuple[str, UUID], IngestRecord] = {}
+    latest: dict[str, IngestRecord] = {}
     for record in records:
         fp = record.fingerprint
-        if fp not in first_seen or record.observed_at < first_seen[fp]:
-            first_seen[fp] = record.observed_at
+        at = record.observed_at
+        newest = latest.get(fp)
+        if newest is None:
+            first_seen[fp] = at
+            latest[fp] = record
+        else:
+            if at < first_seen[fp]:
+                first_seen[fp] = at
+            if at > newest.observed_at or (
+                at == newest.observed_at and record.event_id < newest.event_id
+            ):
+                latest[fp] = record
         key = (fp, record.scan_id)
         kept = observation_of.get(key)
-        if kept is None or record.observed_at > kept.observed_at:
+        if kept is None or at > kept.observed_at:
             observation_of[key] = record
-    return first_seen, {id(r) for r in observation_of.values()}
+    return BatchFacts(
+        first_seen,
+        {id(r) for r in observation_of.values()},
+        {id(r) for r in latest.values()},
+    )

@@ -12,6 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -21,19 +22,35 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     String,
     Text,
-    UniqueConstraint,
+    TypeDecorator,
     Uuid,
     false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 #: JSONB on PostgreSQL, JSON text on SQLite.
 Json = JSON().with_variant(JSONB(), "postgresql")
-#: JSON kept as text on both (stored and read back whole, never queried inside).
-JsonText = JSON()
+
+
+class JsonText(TypeDecorator[Any]):
+    """JSON stored as text on both databases: written once as the JSON text ingest
+    validated, read back whole, never queried inside (``::json`` where a query must)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else orjson.dumps(value).decode()
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        return None if value is None else orjson.loads(value)
+
+
 #: SQLite only auto-increments INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 #: Hex digests compare bytewise: the "C" collation on PostgreSQL avoids locale-aware compares.
@@ -182,12 +199,12 @@ class Observation(Base):
 
     __tablename__ = "observations"
     __table_args__ = (
-        # One observation per finding per scan; also serves "what did scan X see".
-        UniqueConstraint("scan_id", "finding_id", name="uq_observations_scan_finding"),
+        # One observation per finding per scan, and that is its key (nothing refers to an
+        # observation otherwise); scan first, it also serves "what did scan X see".
+        PrimaryKeyConstraint("scan_id", "finding_id", name="pk_observations"),
         Index("ix_observations_finding_id", "finding_id"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     # No foreign-key constraints on this, the hottest table: ingest writes the finding
     # and the scan in the same transaction and statement chain as the observation, and
     # per-row FK triggers cost a quarter of the batch time. Deleting a finding or a scan
@@ -200,7 +217,7 @@ class Observation(Base):
     tool_name: Mapped[str] = mapped_column(String(64))
     tool_version: Mapped[str] = mapped_column(String(128))
     attr_hash: Mapped[str] = mapped_column(Digest)
-    evidence: Mapped[list[dict[str, Any]]] = mapped_column(JsonText)
+    evidence: Mapped[list[dict[str, Any]]] = mapped_column(JsonText())
 
 
 class IngestedEvent(Base):

@@ -284,6 +284,17 @@ SCENARIOS = [
         [(2, 0, 1, 0, 2)],
         lambda s: _assert_attributes(s, newer("five")),
     ),
+    # The batch's newest sighting is a duplicate, dropped before the upsert: the latest of
+    # what remains (an older sighting) must still reach the finding and its observation.
+    Scenario(
+        "the newest sighting in a batch is a redelivered duplicate",
+        [
+            [make(5, 1, minutes=10, attributes=newer("five"))],
+            [make(6, 2, minutes=5, attributes=newer("six")), make(5, 1, minutes=10)],
+        ],
+        [(1, 0, 1, 0, 1), (2, 1, 0, 0, 1)],
+        lambda s: _assert_attributes(s, newer("five")),
+    ),
     # Parity only: equal observed_at across batches (see the PostgreSQL writer's counts).
     Scenario(
         "equal observed_at in a later batch",
