@@ -36,7 +36,7 @@ from contracts.finding import (
     normalise_ip,
 )
 from contracts.fingerprint import ENUM_VALUES
-from ingest.record import IngestRecord, flatten, model_record_from_body
+from ingest.record import IngestRecord, evidence_json, flatten, model_record_from_body
 
 #: ISO 8601 with an offset, as producers write it (calendar checks: ``fromisoformat``).
 #: The models take more spellings; those go the slow way.
@@ -121,8 +121,12 @@ def _record(event: _Event) -> IngestRecord | None:
     if transport is None and port is not None:
         transport = _TCP
     url = None if asset.url is None else checked_url(asset.url)
-    for item in finding.evidence:
-        if item.content is None and item.artifact_ref is None and item.data is None:
+    evidence = finding.evidence
+    free_form = False
+    for item in evidence:
+        if item.data is not None:
+            free_form = True
+        elif item.content is None and item.artifact_ref is None:
             return None
     if kind_requirements_unmet(finding.kind, finding.identity, {"port": port, "url": url}):
         return None
@@ -151,8 +155,24 @@ def _record(event: _Event) -> IngestRecord | None:
         cwe=finding.cwe,
         cve=finding.cve,
         cvss=finding.cvss,
-        evidence=msgspec.to_builtins(finding.evidence),
+        evidence=_evidence_json(evidence, free_form),
     )
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _evidence_json(evidence: list[_Evidence], free_form: bool) -> str:
+    """The evidence column: items with their set fields, in the models' field order.
+
+    Strings only (no ``data``): msgspec writes the very bytes orjson writes, straight from
+    the structures. Free-form ``data`` goes through orjson, as on the models' path, which
+    refuses what they refuse (an integer over 64 bits, say)."""
+    if not evidence:
+        return "[]"
+    if free_form:
+        return evidence_json(msgspec.to_builtins(evidence))
+    return _encode(evidence).decode()
 
 
 def fast_record(body: bytes) -> IngestRecord | None:

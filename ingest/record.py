@@ -122,9 +122,10 @@ def flatten(
     cwe: list[str],
     cve: list[str],
     cvss: float | None,
-    evidence: list[dict[str, Any]],
+    evidence: str,
 ) -> IngestRecord:
-    """The record of a validated, normalised event: both hashes and the JSON columns.
+    """The record of a validated, normalised event: both hashes and the JSON columns
+    (``evidence`` comes as JSON text: see :func:`evidence_json`).
 
     Both decode paths end here (:func:`to_record` from the models, the fast path of
     :mod:`ingest.decode` from its own structures), so they flatten alike by construction.
@@ -161,7 +162,7 @@ def flatten(
         cwe=json_list(cwe),
         cve=json_list(cve),
         cvss=cvss,
-        evidence=evidence_json(evidence),
+        evidence=evidence,
     )
 
 
@@ -193,9 +194,9 @@ def to_record(event: FindingEvent) -> IngestRecord:
         cwe=finding.cwe,
         cve=finding.cve,
         cvss=finding.cvss,
-        evidence=[
-            {k: v for k, v in item.__dict__.items() if v is not None} for item in finding.evidence
-        ],
+        evidence=evidence_json(
+            [{k: v for k, v in item.__dict__.items() if v is not None} for item in finding.evidence]
+        ),
     )
 
 
