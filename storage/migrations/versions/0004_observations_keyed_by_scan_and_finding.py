@@ -15,6 +15,7 @@ Create Date: 2026-11-21
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -23,6 +24,21 @@ revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+
+def _sqlite_columns(evidence: sa.types.TypeEngine[Any]) -> list[sa.Column[Any]]:
+    """The columns an observation keeps either way (SQLite rebuilds the table)."""
+    return [
+        sa.Column("finding_id", sa.BigInteger(), nullable=False),
+        sa.Column("scan_id", sa.Uuid(), nullable=False),
+        sa.Column("task_id", sa.Uuid(), nullable=True),
+        sa.Column("event_id", sa.Uuid(), nullable=False),
+        sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("tool_name", sa.String(length=64), nullable=False),
+        sa.Column("tool_version", sa.String(length=128), nullable=False),
+        sa.Column("attr_hash", sa.String(length=64), nullable=False),
+        sa.Column("evidence", evidence, nullable=False),
+    ]
 
 
 def _copy_rows(into: str) -> None:
@@ -47,15 +63,7 @@ def upgrade() -> None:
     # SQLite cannot change a primary key in place: a new table, the rows copied over.
     op.create_table(
         "observations_new",
-        sa.Column("finding_id", sa.BigInteger(), nullable=False),
-        sa.Column("scan_id", sa.Uuid(), nullable=False),
-        sa.Column("task_id", sa.Uuid(), nullable=True),
-        sa.Column("event_id", sa.Uuid(), nullable=False),
-        sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("tool_name", sa.String(length=64), nullable=False),
-        sa.Column("tool_version", sa.String(length=128), nullable=False),
-        sa.Column("attr_hash", sa.String(length=64), nullable=False),
-        sa.Column("evidence", sa.Text(), nullable=False),
+        *_sqlite_columns(sa.Text()),
         sa.PrimaryKeyConstraint("scan_id", "finding_id", name="pk_observations"),
     )
     _copy_rows("observations_new")
@@ -78,15 +86,7 @@ def downgrade() -> None:
     op.create_table(
         "observations_old",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("finding_id", sa.BigInteger(), nullable=False),
-        sa.Column("scan_id", sa.Uuid(), nullable=False),
-        sa.Column("task_id", sa.Uuid(), nullable=True),
-        sa.Column("event_id", sa.Uuid(), nullable=False),
-        sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("tool_name", sa.String(length=64), nullable=False),
-        sa.Column("tool_version", sa.String(length=128), nullable=False),
-        sa.Column("attr_hash", sa.String(length=64), nullable=False),
-        sa.Column("evidence", sa.JSON(), nullable=False),
+        *_sqlite_columns(sa.JSON()),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("scan_id", "finding_id", name="uq_observations_scan_finding"),
     )
