@@ -41,12 +41,20 @@ def _sqlite_columns(evidence: sa.types.TypeEngine[Any]) -> list[sa.Column[Any]]:
     ]
 
 
-def _copy_rows(into: str) -> None:
+def _rebuild_on_sqlite(*schema: Any) -> None:
+    """SQLite cannot change a primary key in place: a new table, the rows copied over."""
     columns = (
         "finding_id, scan_id, task_id, event_id, observed_at, tool_name, tool_version, "
         "attr_hash, evidence"
     )
-    op.execute(f"INSERT INTO {into} ({columns}) SELECT {columns} FROM observations")  # noqa: S608
+    op.create_table("observations_rebuilt", *schema)
+    op.execute(
+        f"INSERT INTO observations_rebuilt ({columns}) SELECT {columns} FROM observations"  # noqa: S608
+    )
+    op.drop_index("ix_observations_finding_id", table_name="observations")
+    op.drop_table("observations")
+    op.rename_table("observations_rebuilt", "observations")
+    op.create_index("ix_observations_finding_id", "observations", ["finding_id"], unique=False)
 
 
 def upgrade() -> None:
@@ -60,17 +68,10 @@ def upgrade() -> None:
         )
         op.execute("ALTER TABLE observations ALTER COLUMN evidence TYPE text")
         return
-    # SQLite cannot change a primary key in place: a new table, the rows copied over.
-    op.create_table(
-        "observations_new",
+    _rebuild_on_sqlite(
         *_sqlite_columns(sa.Text()),
         sa.PrimaryKeyConstraint("scan_id", "finding_id", name="pk_observations"),
     )
-    _copy_rows("observations_new")
-    op.drop_index("ix_observations_finding_id", table_name="observations")
-    op.drop_table("observations")
-    op.rename_table("observations_new", "observations")
-    op.create_index("ix_observations_finding_id", "observations", ["finding_id"], unique=False)
 
 
 def downgrade() -> None:
@@ -83,15 +84,9 @@ def downgrade() -> None:
         )
         op.execute("ALTER TABLE observations ADD COLUMN id bigserial PRIMARY KEY")
         return
-    op.create_table(
-        "observations_old",
+    _rebuild_on_sqlite(
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         *_sqlite_columns(sa.JSON()),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("scan_id", "finding_id", name="uq_observations_scan_finding"),
     )
-    _copy_rows("observations_old")
-    op.drop_index("ix_observations_finding_id", table_name="observations")
-    op.drop_table("observations")
-    op.rename_table("observations_old", "observations")
-    op.create_index("ix_observations_finding_id", "observations", ["finding_id"], unique=False)
