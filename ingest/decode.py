@@ -131,30 +131,14 @@ def _record(event: _Event) -> IngestRecord | None:
     if kind_requirements_unmet(finding.kind, finding.identity, {"port": port, "url": url}):
         return None
     return flatten(
-        event_id=event.event_id,
-        scan_id=event.scan_id,
-        task_id=event.task_id,
-        tool_name=event.tool.name,
-        tool_version=event.tool.version,
+        event,
+        finding,
         observed_at=datetime.fromisoformat(stamp),
-        kind=ENUM_VALUES[finding.kind],
-        rule_id=finding.rule_id,
         host=host,
         ip=ip,
         transport=transport,
         port=port,
         url=url,
-        identity=finding.identity,
-        title=finding.title,
-        severity=ENUM_VALUES[finding.severity],
-        confidence=ENUM_VALUES[finding.confidence],
-        attributes=finding.attributes,
-        description=finding.description,
-        remediation=finding.remediation,
-        references=finding.references,
-        cwe=finding.cwe,
-        cve=finding.cve,
-        cvss=finding.cvss,
         evidence=_evidence_json(evidence, free_form),
     )
 

@@ -7,12 +7,13 @@ The fingerprint is always computed here; one sent by the producer is ignored.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 import orjson
 from pydantic import ValidationError
 
+from contracts.enums import Confidence, FindingKind, Severity
 from contracts.errors import InvalidMessage
 from contracts.events import FindingEvent
 from contracts.fingerprint import (
@@ -96,48 +97,94 @@ def decode_event(body: bytes) -> FindingEvent:
         raise InvalidMessage(describe_validation_error(exc), kind=kind) from exc
 
 
+class _ToolFields(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+
+
+class EventFields(Protocol):
+    """What :func:`flatten` reads of an event as it stands (a model or a fast-path struct)."""
+
+    @property
+    def event_id(self) -> UUID: ...
+    @property
+    def scan_id(self) -> UUID: ...
+    @property
+    def task_id(self) -> UUID | None: ...
+    @property
+    def tool(self) -> _ToolFields: ...
+
+
+class FindingFields(Protocol):
+    """What :func:`flatten` reads of a finding as it stands."""
+
+    @property
+    def kind(self) -> FindingKind: ...
+    @property
+    def rule_id(self) -> str: ...
+    @property
+    def identity(self) -> dict[str, Any]: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def severity(self) -> Severity: ...
+    @property
+    def confidence(self) -> Confidence: ...
+    @property
+    def attributes(self) -> dict[str, Any]: ...
+    @property
+    def description(self) -> str | None: ...
+    @property
+    def remediation(self) -> str | None: ...
+    @property
+    def references(self) -> list[str]: ...
+    @property
+    def cwe(self) -> list[str]: ...
+    @property
+    def cve(self) -> list[str]: ...
+    @property
+    def cvss(self) -> float | None: ...
+
+
 def flatten(
-    *,
-    event_id: UUID,
-    scan_id: UUID,
-    task_id: UUID | None,
-    tool_name: str,
-    tool_version: str,
+    event: EventFields,
+    finding: FindingFields,
     observed_at: datetime,
-    kind: str,
-    rule_id: str,
     host: str | None,
     ip: str | None,
     transport: str | None,
     port: int | None,
     url: str | None,
-    identity: dict[str, Any],
-    title: str,
-    severity: str,
-    confidence: str,
-    attributes: dict[str, Any],
-    description: str | None,
-    remediation: str | None,
-    references: list[str],
-    cwe: list[str],
-    cve: list[str],
-    cvss: float | None,
     evidence: str,
 ) -> IngestRecord:
-    """The record of a validated, normalised event: both hashes and the JSON columns
-    (``evidence`` comes as JSON text: see :func:`evidence_json`).
+    """The record of a validated event: both hashes and the JSON columns.
 
     Both decode paths end here (:func:`to_record` from the models, the fast path of
-    :mod:`ingest.decode` from its own structures), so they flatten alike by construction.
+    :mod:`ingest.decode` from its own structures, which carry the same field names), so
+    they flatten alike by construction. Each passes what it holds in another form: the
+    time, the normalised asset fields and the evidence as JSON text (:func:`evidence_json`).
     """
     address = host if host is not None else str(ip)
     asset_identity = asset_identity_of(address, transport, port, url)
+    kind = ENUM_VALUES[finding.kind]
+    rule_id = finding.rule_id
+    identity = finding.identity
+    title = finding.title
+    severity = ENUM_VALUES[finding.severity]
+    confidence = ENUM_VALUES[finding.confidence]
+    attributes = finding.attributes
+    cwe = finding.cwe
+    cve = finding.cve
+    cvss = finding.cvss
+    tool = event.tool
     return IngestRecord(
-        event_id=event_id,
-        scan_id=scan_id,
-        task_id=task_id,
-        tool_name=tool_name,
-        tool_version=tool_version,
+        event_id=event.event_id,
+        scan_id=event.scan_id,
+        task_id=event.task_id,
+        tool_name=tool.name,
+        tool_version=tool.version,
         observed_at=observed_at,
         fingerprint=digest(fingerprint_material_of(kind, rule_id, asset_identity, identity)),
         kind=kind,
@@ -156,9 +203,9 @@ def flatten(
         attr_hash=digest(
             attribute_material_of(title, severity, confidence, attributes, cve, cwe, cvss)
         ),
-        description=description,
-        remediation=remediation,
-        references=json_list(references),
+        description=finding.description,
+        remediation=finding.remediation,
+        references=json_list(finding.references),
         cwe=json_list(cwe),
         cve=json_list(cve),
         cvss=cvss,
@@ -170,30 +217,14 @@ def to_record(event: FindingEvent) -> IngestRecord:
     finding = event.finding
     asset = finding.asset
     return flatten(
-        event_id=event.event_id,
-        scan_id=event.scan_id,
-        task_id=event.task_id,
-        tool_name=event.tool.name,
-        tool_version=event.tool.version,
+        event,
+        finding,
         observed_at=event.observed_at,
-        kind=ENUM_VALUES[finding.kind],
-        rule_id=finding.rule_id,
         host=asset.host,
         ip=asset.ip,
         transport=ENUM_VALUES[asset.transport] if asset.transport is not None else None,
         port=asset.port,
         url=asset.url,
-        identity=finding.identity,
-        title=finding.title,
-        severity=ENUM_VALUES[finding.severity],
-        confidence=ENUM_VALUES[finding.confidence],
-        attributes=finding.attributes,
-        description=finding.description,
-        remediation=finding.remediation,
-        references=finding.references,
-        cwe=finding.cwe,
-        cve=finding.cve,
-        cvss=finding.cvss,
         evidence=evidence_json(
             [{k: v for k, v in item.__dict__.items() if v is not None} for item in finding.evidence]
         ),
