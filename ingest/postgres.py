@@ -1,26 +1,51 @@
-"""The PostgreSQL batch writer: COPY into a temporary staging table, then set-based upserts.
+"""The PostgreSQL batch writer: one transaction per batch, by one of two paths.
 
-Per batch, in one transaction: COPY the records into ``ingest_stage``; record the
-event ids (duplicates are dropped from the stage); create external scans on first
-sight; insert new assets; upsert findings by fingerprint and insert observations
-per (finding, scan) in one statement; commit. Rows are taken in key order so that
-concurrent consumers lock in the same order and cannot deadlock each other.
+**Direct** (the usual path): the batch's event ids are COPYed straight into the ledger
+``ingested_events`` and its observations straight into ``observations``, with no
+``ON CONFLICT`` check on either; only the latest sighting of each finding goes through a
+temporary stage (``ingest_finding_stage``) into the findings upsert, whose RETURNING rows
+give the finding ids the observations need. It assumes what is true of nearly every
+batch: none of its events was ingested before, and none of its (scan, finding) pairs
+was observed by an earlier batch.
+
+**Staged** (the path that holds whatever arrives): COPY the whole batch into a temporary
+stage ``ingest_stage``; record the event ids (duplicates are dropped from the stage);
+upsert findings by fingerprint and insert observations per (finding, scan) in one
+statement, both with ``ON CONFLICT``.
+
+When the assumption fails, the unique key of the ledger or of observations refuses the
+direct path's COPY, the transaction rolls back whole, and the batch is written again by
+the staged path; the next batches stay on it for a while (see
+:attr:`PostgresBatchWriter.STAGED_AFTER_CONFLICT`), so redeliveries after a crash, or
+scans that sight one finding from several tools, do not pay for two attempts a batch.
+Both paths create external scans on first sight and insert new assets first, and take
+findings in fingerprint order, so that concurrent consumers lock in the same order and
+cannot deadlock each other on findings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
-from operator import attrgetter
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from operator import attrgetter, itemgetter
 from typing import Any
 from uuid import UUID
 
 import psycopg
+import structlog
 from psycopg import sql
 
 from contracts.errors import TransientError
 from ingest.record import RECORD_COLUMNS, IngestRecord, json_text
-from ingest.writer import VOLATILE_COLUMNS, BatchOutcome, BatchRejected, batch_facts
+from ingest.writer import (
+    VOLATILE_COLUMNS,
+    BatchFacts,
+    BatchOutcome,
+    BatchRejected,
+    batch_facts,
+)
+
+log = structlog.get_logger("scanfleet.ingest")
 
 _STAGE_DDL = """
 CREATE TEMPORARY TABLE IF NOT EXISTS ingest_stage (
@@ -165,9 +190,9 @@ _LATEST_COLUMNS = """
         severity, confidence, attributes, attr_hash, description, remediation,
         "references", cwe, cve, cvss, first_observed_at, observed_at, scan_id"""
 
-_UPSERT_TEMPLATE = """
-WITH {latest},
-upserted AS (
+#: The findings upsert of both paths, from ``{source}`` (rows of ``_LATEST_COLUMNS``, in
+#: fingerprint order).
+_FINDINGS_UPSERT = """
     INSERT INTO findings AS f (
         fingerprint, kind, rule_id, asset_id, transport, port, url, identity, title,
         severity, confidence, attributes, attr_hash, description, remediation,
@@ -179,8 +204,7 @@ upserted AS (
         severity, confidence, attributes::jsonb, attr_hash, description, remediation,
         "references"::jsonb, cwe::jsonb, cve::jsonb, cvss, 'open', first_observed_at,
         observed_at, observed_at, scan_id
-    FROM latest
-    {latest_order}
+    FROM {source}
     ON CONFLICT (fingerprint) DO UPDATE SET
         first_seen = LEAST(f.first_seen, EXCLUDED.first_seen),
         last_seen = GREATEST(f.last_seen, EXCLUDED.last_seen),
@@ -189,7 +213,11 @@ upserted AS (
             WHEN EXCLUDED.last_seen >= f.last_seen AND EXCLUDED.attr_hash <> f.attr_hash
             THEN EXCLUDED.last_seen ELSE f.updated_at END,
         status = CASE WHEN EXCLUDED.last_seen > f.last_seen THEN 'open' ELSE f.status END
-    RETURNING f.id, f.fingerprint, f.updated_at, (f.xmax = 0) AS created
+    RETURNING f.id, f.fingerprint, f.updated_at, (f.xmax = 0) AS created"""
+
+_UPSERT_TEMPLATE = """
+WITH {latest},
+upserted AS ({findings_upsert}
 ),
 observed AS (
     INSERT INTO observations (
@@ -216,12 +244,14 @@ _NEWEST_WINS = ",\n        ".join(
 )
 
 
+def _findings_upsert(source: str) -> str:
+    return _FINDINGS_UPSERT.replace("{source}", source).replace("{newest_wins}", _NEWEST_WINS)
+
+
 def _upsert(latest: str, order: str) -> str:
-    return (
-        _UPSERT_TEMPLATE.replace("{latest}", latest.replace("{latest_columns}", _LATEST_COLUMNS))
-        .replace("{latest_order}", order)
-        .replace("{newest_wins}", _NEWEST_WINS)
-    )
+    return _UPSERT_TEMPLATE.replace(
+        "{latest}", latest.replace("{latest_columns}", _LATEST_COLUMNS)
+    ).replace("{findings_upsert}", _findings_upsert(f"latest {order}".rstrip()))
 
 
 #: The stage holds no duplicates: the latest sightings are flagged, in fingerprint order.
@@ -230,6 +260,55 @@ _UPSERT_FLAGGED = _upsert(_LATEST_FLAGGED, "")
 _UPSERT_SORTED = _upsert(_LATEST_SORTED, "ORDER BY fingerprint")
 
 _fingerprint_of = attrgetter("fingerprint")
+
+# -- the direct path ----------------------------------------------------------------------
+
+_STAGE_COLUMN_TYPES = dict(zip((*RECORD_COLUMNS, *BATCH_COLUMNS), _STAGE_TYPES, strict=True))
+_LATEST_NAMES = tuple(c.strip().strip('"') for c in _LATEST_COLUMNS.split(","))
+
+#: The latest sighting of each finding in the batch, in fingerprint order: the columns of
+#: the staged path's ``latest``, so one upsert serves both paths.
+_FINDING_STAGE_DDL = """
+CREATE TEMPORARY TABLE IF NOT EXISTS ingest_finding_stage ON COMMIT DELETE ROWS AS
+SELECT {latest_columns} FROM ingest_stage WITH NO DATA
+""".replace("{latest_columns}", _LATEST_COLUMNS)
+#: Finding-stage columns taken from the record as they are, then the two per batch.
+_FINDING_FIELDS = tuple(c for c in _LATEST_NAMES if c in RECORD_COLUMNS)
+_FINDING_BATCH_FIELDS = ("asset_id", "first_observed_at")
+assert set(_LATEST_NAMES) == {*_FINDING_FIELDS, *_FINDING_BATCH_FIELDS}
+_COPY_FINDINGS = sql.SQL("COPY ingest_finding_stage ({}) FROM STDIN (FORMAT BINARY)").format(
+    sql.SQL(", ").join(sql.Identifier(c) for c in (*_FINDING_FIELDS, *_FINDING_BATCH_FIELDS))
+)
+_FINDING_TYPES = tuple(_STAGE_COLUMN_TYPES[c] for c in (*_FINDING_FIELDS, *_FINDING_BATCH_FIELDS))
+_finding_fields = itemgetter(*(RECORD_COLUMNS.index(c) for c in _FINDING_FIELDS))
+
+_UPSERT_FINDINGS = _findings_upsert("ingest_finding_stage")
+
+_COPY_EVENTS = "COPY ingested_events (event_id, scan_id, ingested_at) FROM STDIN (FORMAT BINARY)"
+_EVENT_TYPES = ("uuid", "uuid", "timestamptz")
+_event_fields = itemgetter(RECORD_COLUMNS.index("event_id"), RECORD_COLUMNS.index("scan_id"))
+
+#: Observation columns taken from the record, after its finding id.
+_OBSERVATION_FIELDS = (
+    "scan_id",
+    "task_id",
+    "event_id",
+    "observed_at",
+    "tool_name",
+    "tool_version",
+    "attr_hash",
+    "evidence",
+)
+_COPY_OBSERVATIONS = sql.SQL(
+    "COPY observations (finding_id, {}) FROM STDIN (FORMAT BINARY)"
+).format(sql.SQL(", ").join(sql.Identifier(c) for c in _OBSERVATION_FIELDS))
+_OBSERVATION_TYPES = ("int8", *(_STAGE_COLUMN_TYPES[c] for c in _OBSERVATION_FIELDS))
+_observation_fields = itemgetter(*(RECORD_COLUMNS.index(c) for c in _OBSERVATION_FIELDS))
+
+
+class _Conflict(Exception):
+    """The direct path met an event already ingested or a (scan, finding) already observed."""
+
 
 #: SQLSTATE classes that mean "the connection or server went away, try again".
 _TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P", "53", "40")
@@ -248,7 +327,13 @@ class PostgresBatchWriter:
     Asset ids are cached per writer: assets are insert-only, so a key seen once
     keeps its id, and most batches need no asset statement at all. Scan ids seen
     are cached the same way.
+
+    ``direct=False`` writes every batch by the staged path (see the module documentation).
     """
+
+    #: Batches written by the staged path after the direct path met a conflict: a
+    #: redelivered backlog, or a scan whose tools sight the same findings, tends to last.
+    STAGED_AFTER_CONFLICT = 16
 
     def __init__(
         self,
@@ -256,6 +341,7 @@ class PostgresBatchWriter:
         *,
         application_name: str = "scanfleet-ingest",
         cache_size: int = 1_000_000,
+        direct: bool = True,
     ) -> None:
         self._conninfo = conninfo
         self._application_name = application_name
@@ -263,6 +349,11 @@ class PostgresBatchWriter:
         self._asset_ids: dict[str, int] = {}
         self._known_scans: set[UUID] = set()
         self._cache_size = cache_size
+        self._direct = direct
+        #: Batches left to write by the staged path before the direct path is tried again.
+        self._staged_left = 0
+        #: Batches whose direct attempt met a conflict and were written again, staged.
+        self.conflicts = 0
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._conn is None or self._conn.closed:
@@ -281,6 +372,7 @@ class PostgresBatchWriter:
                 )
                 with conn.transaction():
                     conn.execute(_STAGE_DDL)
+                    conn.execute(_FINDING_STAGE_DDL)
             except psycopg.Error as exc:
                 raise TransientError(f"cannot connect to PostgreSQL: {exc}") from exc
             self._conn = conn
@@ -341,43 +433,126 @@ class PostgresBatchWriter:
     def write(self, records: Sequence[IngestRecord]) -> BatchOutcome:
         if not records:
             return BatchOutcome(0, 0, 0, 0, 0)
-        first_seen, kept_events, latest_events = batch_facts(records)
-        # Staged in fingerprint order (the order findings are locked in, so that concurrent
-        # consumers cannot deadlock; see _LATEST_FLAGGED).
-        ordered = sorted(records, key=_fingerprint_of)
+        facts = batch_facts(records)
+        if self._direct and self._staged_left == 0:
+            try:
+                return self._transaction(self._write_direct, records, facts, direct=True)
+            except _Conflict as conflict:
+                self.conflicts += 1
+                self._staged_left = self.STAGED_AFTER_CONFLICT
+                log.info(
+                    "batch_written_staged",
+                    reason=str(conflict),
+                    events=len(records),
+                    staged_batches=self.STAGED_AFTER_CONFLICT,
+                )
+        elif self._staged_left:
+            self._staged_left -= 1
+        return self._transaction(self._write_staged, records, facts, direct=False)
+
+    def _transaction(
+        self,
+        write: Callable[
+            [psycopg.Cursor[tuple[Any, ...]], Sequence[IngestRecord], BatchFacts], BatchOutcome
+        ],
+        records: Sequence[IngestRecord],
+        facts: BatchFacts,
+        *,
+        direct: bool,
+    ) -> BatchOutcome:
         conn = self._connection()
         try:
             with conn.transaction(), conn.cursor() as cur:
-                asset_ids = self._resolve_assets(cur, records)
-                self._ensure_scans(cur, records)
-                with cur.copy(_COPY) as copy:
-                    copy.set_types(_STAGE_TYPES)
-                    for record in ordered:
-                        copy.write_row(
-                            (
-                                *record,
-                                asset_ids[record.asset_key],
-                                first_seen[record.fingerprint],
-                                id(record) in kept_events,
-                                id(record) in latest_events,
-                            )
-                        )
-                cur.execute(_DROP_DUPLICATES)
-                duplicates = max(cur.rowcount, 0)
-                if duplicates == len(records):
-                    return BatchOutcome(len(records), duplicates, 0, 0, 0)
-                cur.execute(_UPSERT_SORTED if duplicates else _UPSERT_FLAGGED)
-                row = cur.fetchone()
-                assert row is not None
-                created, updated, observed = (int(v) for v in row)
+                return write(cur, records, facts)
         except psycopg.Error as exc:
             # The transaction rolled back: forget ids it may have cached.
             self._asset_ids.clear()
             self._known_scans.clear()
+            if direct and isinstance(exc, psycopg.errors.UniqueViolation):
+                raise _Conflict(exc.diag.constraint_name or str(exc)) from exc
             if _is_transient(exc):
                 self.close()
                 raise TransientError(f"PostgreSQL: {exc}") from exc
             raise BatchRejected(f"PostgreSQL refused the batch: {exc}") from exc
+
+    def _write_direct(
+        self,
+        cur: psycopg.Cursor[tuple[Any, ...]],
+        records: Sequence[IngestRecord],
+        facts: BatchFacts,
+    ) -> BatchOutcome:
+        first_seen, kept_events, latest_events = facts
+        asset_ids = self._resolve_assets(cur, records)
+        self._ensure_scans(cur, records)
+        ingested_at = datetime.now(UTC)
+        with cur.copy(_COPY_EVENTS) as copy:
+            copy.set_types(_EVENT_TYPES)
+            for record in records:
+                copy.write_row((*_event_fields(record), ingested_at))
+        # In fingerprint order: the order findings are locked in (see the module docs).
+        latest = sorted((r for r in records if id(r) in latest_events), key=_fingerprint_of)
+        with cur.copy(_COPY_FINDINGS) as copy:
+            copy.set_types(_FINDING_TYPES)
+            for record in latest:
+                fingerprint = record.fingerprint
+                copy.write_row(
+                    (
+                        *_finding_fields(record),
+                        asset_ids[record.asset_key],
+                        first_seen[fingerprint],
+                    )
+                )
+        cur.execute(_UPSERT_FINDINGS)
+        newest = {r.fingerprint: r.observed_at for r in latest}
+        finding_ids: dict[str, int] = {}
+        created = updated = 0
+        for finding_id, fingerprint, updated_at, is_new in cur:
+            finding_ids[fingerprint] = finding_id
+            if is_new:
+                created += 1
+            elif updated_at == newest[fingerprint]:
+                updated += 1
+        observed = 0
+        with cur.copy(_COPY_OBSERVATIONS) as copy:
+            copy.set_types(_OBSERVATION_TYPES)
+            for record in records:
+                if id(record) in kept_events:
+                    copy.write_row((finding_ids[record.fingerprint], *_observation_fields(record)))
+                    observed += 1
+        return BatchOutcome(len(records), 0, created, updated, observed)
+
+    def _write_staged(
+        self,
+        cur: psycopg.Cursor[tuple[Any, ...]],
+        records: Sequence[IngestRecord],
+        facts: BatchFacts,
+    ) -> BatchOutcome:
+        first_seen, kept_events, latest_events = facts
+        # Staged in fingerprint order (the order findings are locked in, so that concurrent
+        # consumers cannot deadlock; see _LATEST_FLAGGED).
+        ordered = sorted(records, key=_fingerprint_of)
+        asset_ids = self._resolve_assets(cur, records)
+        self._ensure_scans(cur, records)
+        with cur.copy(_COPY) as copy:
+            copy.set_types(_STAGE_TYPES)
+            for record in ordered:
+                copy.write_row(
+                    (
+                        *record,
+                        asset_ids[record.asset_key],
+                        first_seen[record.fingerprint],
+                        id(record) in kept_events,
+                        id(record) in latest_events,
+                    )
+                )
+        cur.execute(_DROP_DUPLICATES)
+        duplicates = max(cur.rowcount, 0)
+        if duplicates == len(records):
+            return BatchOutcome(len(records), duplicates, 0, 0, 0)
+        cur.execute(_UPSERT_SORTED if duplicates else _UPSERT_FLAGGED)
+        row = cur.fetchone()
+        assert row is not None
+        created, updated, observed = (int(v) for v in row)
         return BatchOutcome(len(records), duplicates, created, updated, observed)
 
     def close(self) -> None:

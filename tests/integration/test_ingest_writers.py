@@ -3,7 +3,9 @@
 Each scenario runs one sequence of batches (and, between them, changes other services
 make, such as the coordinator marking a finding fixed) through both writers, each on a
 freshly migrated database, and asserts the same outcomes, the expected ones, and the
-same rows read back through :mod:`storage.models`.
+same rows read back through :mod:`storage.models`. The PostgreSQL writer runs each
+scenario twice: by its usual direct path (which falls back to the staged path on a
+conflict, as the scenarios with redeliveries provoke), and by the staged path alone.
 
 An event duplicated within one batch is not a case here: ``ingest.batch`` removes those
 before a writer sees the batch.
@@ -98,6 +100,9 @@ class Scenario:
     #: (events, duplicates, created, updated, observations) per batch step; None: parity only.
     expected: list[tuple[int, int, int, int, int]] | None
     check: Callable[[Snapshot], None] = field(default=lambda _snapshot: None)
+    #: Batches whose direct attempt meets an event already ingested, or a (scan, finding)
+    #: already observed (the PostgreSQL writer then writes them by its staged path).
+    conflicts: int = 0
 
 
 def _finding(snapshot: Snapshot, port: int) -> dict[str, Any]:
@@ -192,6 +197,7 @@ SCENARIOS = [
         ],
         [(3, 0, 3, 0, 3), (3, 3, 0, 0, 0)],
         _check_new,
+        conflicts=1,
     ),
     Scenario(
         "duplicates mixed with new events",
@@ -201,6 +207,7 @@ SCENARIOS = [
         ],
         [(2, 0, 2, 0, 2), (3, 2, 1, 0, 1)],
         _check_new,
+        conflicts=1,
     ),
     Scenario(
         "re-sighting: one attribute changed, one finding unchanged",
@@ -262,6 +269,7 @@ SCENARIOS = [
         ],
         [(3, 0, 3, 0, 3), (1, 0, 0, 0, 0)],
         _check_external,
+        conflicts=1,  # scan 7 observed port 22 in the first batch
     ),
     Scenario(
         "a fixed finding reopens on a newer sighting only",
@@ -294,6 +302,7 @@ SCENARIOS = [
         ],
         [(1, 0, 1, 0, 1), (2, 1, 0, 0, 1)],
         lambda s: _assert_attributes(s, newer("five")),
+        conflicts=1,
     ),
     # Parity only: equal observed_at across batches (see the PostgreSQL writer's counts).
     Scenario(
@@ -403,17 +412,22 @@ def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
-def postgres_writer(database_url: str) -> PostgresBatchWriter:
-    return PostgresBatchWriter(libpq_conninfo(database_url))
+def postgres_writer(database_url: str, *, direct: bool = True) -> PostgresBatchWriter:
+    return PostgresBatchWriter(libpq_conninfo(database_url), direct=direct)
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("path", ["direct", "staged"])
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
-def test_same_batches_same_rows(scenario: Scenario, database_url: str, tmp_path: Path) -> None:
+def test_same_batches_same_rows(
+    scenario: Scenario, path: str, database_url: str, tmp_path: Path
+) -> None:
     lite_url = sqlite_url(tmp_path)
-    pg = run(database_url, postgres_writer(database_url), scenario.steps)
+    writer = postgres_writer(database_url, direct=path == "direct")
+    pg = run(database_url, writer, scenario.steps)
     lite = run(lite_url, SqliteBatchWriter(lite_url), scenario.steps)
 
+    assert writer.conflicts == (scenario.conflicts if path == "direct" else 0)
     assert lite == pg
     if scenario.expected is not None:
         assert [tuple(o.__dict__.values()) for o in pg] == scenario.expected
@@ -443,6 +457,73 @@ def test_a_refused_record_fails_the_whole_batch_on_both(database_url: str, tmp_p
         finally:
             writer.close()
     assert snapshot(lite_url) == snapshot(database_url)
+
+
+@pytest.mark.integration
+def test_postgres_stays_staged_for_a_while_after_a_conflict(database_url: str) -> None:
+    """A conflict sends the next few batches to the staged path (a redelivered backlog
+    tends to come in runs), then the direct path is tried again."""
+    writer = postgres_writer(database_url)
+    writer.STAGED_AFTER_CONFLICT = 2
+    port = iter(range(1000, 2000))
+
+    def batch(*redelivered: int, scan_n: int = 1) -> list[IngestRecord]:
+        fresh = [make(next(port) + 10_000, scan_n, port=next(port)) for _ in range(2)]
+        return fresh + [make(n, scan_n, port=n) for n in redelivered]
+
+    try:
+        assert writer.write(batch(1, 2)).duplicates == 0  # direct
+        assert writer.write(batch(1)).duplicates == 1  # conflict: written staged
+        assert writer.conflicts == 1
+        assert writer.write(batch(2)).duplicates == 1  # staged (1 of 2): no attempt
+        assert writer.write(batch()).duplicates == 0  # staged (2 of 2)
+        assert writer.conflicts == 1
+        assert writer.write(batch(1, 2)).duplicates == 2  # direct again: a conflict
+        assert writer.conflicts == 2
+    finally:
+        writer.close()
+    rows = snapshot(database_url)
+    assert len(rows["events"]) == 2 + 5 * 2
+    assert len(rows["observations"]) == len(rows["findings"]) == 12
+
+
+@pytest.mark.integration
+def test_postgres_concurrent_writers_of_overlapping_batches(database_url: str) -> None:
+    """Consumers that get the same events (a redelivery while the first still commits)
+    and sight the same findings write each event once and each (scan, finding) once."""
+    batches = [
+        [make(100 * b + p, b % 2, port=p, minutes=b) for p in range(1, 41)] for b in range(6)
+    ]
+
+    def ingest(worker: int) -> list[BatchOutcome]:
+        writer = postgres_writer(database_url, direct=worker % 2 == 0)
+        outcomes = []
+        try:
+            for records in batches[worker % 3 :] + batches[: worker % 3]:
+                for attempt in range(5):
+                    try:
+                        outcomes.append(writer.write(records))
+                        break
+                    except TransientError:  # a deadlock between two attempts: retried
+                        if attempt == 4:
+                            raise
+        finally:
+            writer.close()
+        return outcomes
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = [o for batch in pool.map(ingest, range(4)) for o in batch]
+    assert sum(o.events for o in outcomes) == 4 * 240
+    assert sum(o.events - o.duplicates for o in outcomes) == 240
+    assert sum(o.findings_created for o in outcomes) == 40
+    assert sum(o.observations_created for o in outcomes) == 2 * 40
+    rows = snapshot(database_url)
+    assert len(rows["events"]) == 240
+    assert len(rows["findings"]) == 40
+    assert len(rows["observations"]) == 2 * 40
+    for finding in rows["findings"].values():
+        assert finding["last_seen"] == T0 + timedelta(minutes=5)
+        assert finding["last_scan_id"] == scan(1)
 
 
 @pytest.mark.integration
