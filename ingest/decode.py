@@ -30,8 +30,9 @@ from msgspec import Meta, Struct
 
 from contracts.enums import Confidence, EvidenceType, FindingKind, Severity, Transport
 from contracts.finding import (
+    REQUIRED_ASSET_FIELDS,
+    REQUIRED_IDENTITY_KEYS,
     checked_url,
-    kind_requirements_unmet,
     normalise_host,
     normalise_ip,
 )
@@ -104,6 +105,19 @@ class _Event(Struct, forbid_unknown_fields=True, gc=False):
 _decoder = msgspec.json.Decoder(_Event)
 _TCP = ENUM_VALUES[Transport.TCP]
 
+#: Per kind, what :func:`contracts.finding.kind_requirements_unmet` asks for: identity keys,
+#: a port, a URL (the only asset fields a kind requires), looked up once per event.
+_REQUIREMENTS: dict[FindingKind, tuple[tuple[str, ...], bool, bool]] = {
+    kind: (
+        REQUIRED_IDENTITY_KEYS[kind],
+        "port" in REQUIRED_ASSET_FIELDS[kind],
+        "url" in REQUIRED_ASSET_FIELDS[kind],
+    )
+    for kind in FindingKind
+}
+if not {f for fields in REQUIRED_ASSET_FIELDS.values() for f in fields} <= {"port", "url"}:
+    raise RuntimeError("a kind requires an asset field the fast path does not check")
+
 
 def _record(event: _Event) -> IngestRecord | None:
     """The checks of the models' validators, then the record (:func:`flatten`)."""
@@ -128,8 +142,12 @@ def _record(event: _Event) -> IngestRecord | None:
             free_form = True
         elif item.content is None and item.artifact_ref is None:
             return None
-    if kind_requirements_unmet(finding.kind, finding.identity, {"port": port, "url": url}):
+    identity_keys, needs_port, needs_url = _REQUIREMENTS[finding.kind]
+    if (needs_port and port is None) or (needs_url and url is None):
         return None
+    for key in identity_keys:
+        if key not in finding.identity:
+            return None
     return flatten(
         event,
         finding,

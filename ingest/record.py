@@ -179,37 +179,37 @@ def flatten(
     cve = finding.cve
     cvss = finding.cvss
     tool = event.tool
+    # Positional, in field order (a keyword call costs a microsecond more per event;
+    # tests/unit/test_ingest_record.py checks every field of a record by name).
     return IngestRecord(
-        event_id=event.event_id,
-        scan_id=event.scan_id,
-        task_id=event.task_id,
-        tool_name=tool.name,
-        tool_version=tool.version,
-        observed_at=observed_at,
-        fingerprint=digest(fingerprint_material_of(kind, rule_id, asset_identity, identity)),
-        kind=kind,
-        rule_id=rule_id,
-        asset_key=address,
-        host=host,
-        ip=ip,
-        transport=transport,
-        port=port,
-        url=asset_identity.get("url"),
-        identity=json_text(identity),
-        title=title,
-        severity=severity,
-        confidence=confidence,
-        attributes=json_text(attributes),
-        attr_hash=digest(
-            attribute_material_of(title, severity, confidence, attributes, cve, cwe, cvss)
-        ),
-        description=finding.description,
-        remediation=finding.remediation,
-        references=json_list(finding.references),
-        cwe=json_list(cwe),
-        cve=json_list(cve),
-        cvss=cvss,
-        evidence=evidence,
+        event.event_id,
+        event.scan_id,
+        event.task_id,
+        tool.name,
+        tool.version,
+        observed_at,
+        digest(fingerprint_material_of(kind, rule_id, asset_identity, identity)),  # fingerprint
+        kind,
+        rule_id,
+        address,  # asset_key
+        host,
+        ip,
+        transport,
+        port,
+        asset_identity.get("url"),
+        json_text(identity),
+        title,
+        severity,
+        confidence,
+        json_text(attributes),
+        digest(attribute_material_of(title, severity, confidence, attributes, cve, cwe, cvss)),
+        finding.description,
+        finding.remediation,
+        json_list(finding.references),
+        json_list(cwe),
+        json_list(cve),
+        cvss,
+        evidence,
     )
 
 

@@ -23,7 +23,14 @@ from hypothesis import strategies as st
 from contracts.enums import Confidence, EvidenceType, FindingKind, Severity
 from contracts.errors import InvalidMessage
 from contracts.events import FindingEvent
-from contracts.finding import Asset, Evidence, Finding, ToolInfo
+from contracts.finding import (
+    REQUIRED_ASSET_FIELDS,
+    REQUIRED_IDENTITY_KEYS,
+    Asset,
+    Evidence,
+    Finding,
+    ToolInfo,
+)
 from contracts.registry import EXAMPLE_DIR
 from ingest import decode
 from ingest.decode import fast_record, record_from_body
@@ -508,6 +515,29 @@ def test_list_limits_agree(path: tuple[str, ...], limit: int, delta: int) -> Non
     accepted = model_record(body) is not None
     assert accepted is (delta == 0)
     assert (fast_record(body) is not None) is accepted
+
+
+@pytest.mark.parametrize("kind", [k.value for k in FindingKind])
+def test_what_each_kind_requires_is_required_alike(kind: str) -> None:
+    """Each identity key and asset field a kind needs, left out: both paths refuse it."""
+    event = copy.deepcopy(EXAMPLE)
+    finding = event["finding"]
+    finding["kind"] = kind
+    finding["asset"] = {"host": "a.example.test", "port": 443, "url": "https://a.example.test/"}
+    finding["identity"] = {
+        "domain": "example.test",
+        "package": "openssl",
+        "vulnerability_id": "CVE-2024-0001",
+    }
+    assert assert_agrees(json.dumps(event).encode()) is not None
+    needed = [("identity", key) for key in REQUIRED_IDENTITY_KEYS[FindingKind(kind)]]
+    needed += [("asset", name) for name in REQUIRED_ASSET_FIELDS[FindingKind(kind)]]
+    for place, name in needed:
+        lacking = copy.deepcopy(event)
+        del lacking["finding"][place][name]
+        body = json.dumps(lacking).encode()
+        assert model_record(body) is None, (place, name)
+        assert fast_record(body) is None, (place, name)
 
 
 def test_the_example_event_takes_the_fast_path() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from contracts.events import FindingEvent
 from contracts.fingerprint import attribute_hash, fingerprint
 from contracts.registry import EXAMPLE_DIR
 from ingest.decode import record_from_body
-from ingest.record import RECORD_COLUMNS, IngestRecord
+from ingest.record import RECORD_COLUMNS, IngestRecord, model_record_from_body
 
 EXAMPLE_BYTES = (EXAMPLE_DIR / "finding-event.json").read_bytes()
 EXAMPLE_EVENT: dict[str, Any] = json.loads(EXAMPLE_BYTES)
@@ -173,6 +175,74 @@ def test_record_columns_carry_the_event_as_plain_values() -> None:
     assert json.loads(record.attributes) == EXAMPLE_EVENT["finding"]["attributes"]
     assert json.loads(record.identity) == {}
     assert record.observed_at.utcoffset() is not None
+
+
+def test_every_record_field_holds_its_own_value() -> None:
+    """An event whose every field differs from the others, read back field by field."""
+    data = event_data()
+    data.update(
+        event_id="11111111-1111-4111-8111-111111111111",
+        scan_id="22222222-2222-4222-8222-222222222222",
+        task_id="33333333-3333-4333-8333-333333333333",
+        tool={"name": "tool-name", "version": "tool-version"},
+        observed_at="2026-11-21T09:30:00+01:00",
+    )
+    finding = {
+        "kind": "web.exposure",
+        "rule_id": "rule-id",
+        "title": "the title",
+        "severity": "high",
+        "confidence": "low",
+        "asset": {
+            "host": "host.example.test",
+            "transport": "udp",
+            "port": 8443,
+            "url": "https://host.example.test:8443/p",
+        },
+        "identity": {"id": "identity"},
+        "attributes": {"a": "attributes"},
+        "description": "the description",
+        "remediation": "the remediation",
+        "references": ["https://example.test/ref"],
+        "cwe": ["CWE-200"],
+        "cve": ["CVE-2026-0001"],
+        "cvss": 7.5,
+        "evidence": [{"type": "text", "content": "evidence"}],
+    }
+    data["finding"] = finding
+    for record in (record_from_body(body(data)), model_record_from_body(body(data))):
+        model = FindingEvent.model_validate(data).finding
+        assert record._asdict() == {
+            "event_id": uuid.UUID(data["event_id"]),
+            "scan_id": uuid.UUID(data["scan_id"]),
+            "task_id": uuid.UUID(data["task_id"]),
+            "tool_name": "tool-name",
+            "tool_version": "tool-version",
+            "observed_at": datetime(2026, 11, 21, 8, 30, tzinfo=UTC),
+            "fingerprint": fingerprint(model),
+            "kind": "web.exposure",
+            "rule_id": "rule-id",
+            "asset_key": "host.example.test",
+            "host": "host.example.test",
+            "ip": None,
+            "transport": "udp",
+            "port": 8443,
+            "url": "https://host.example.test:8443/p",
+            "identity": '{"id":"identity"}',
+            "title": "the title",
+            "severity": "high",
+            "confidence": "low",
+            "attributes": '{"a":"attributes"}',
+            "attr_hash": attribute_hash(model),
+            "description": "the description",
+            "remediation": "the remediation",
+            "references": '["https://example.test/ref"]',
+            "cwe": '["CWE-200"]',
+            "cve": '["CVE-2026-0001"]',
+            "cvss": 7.5,
+            "evidence": '[{"type":"text","content":"evidence"}]',
+        }
+        assert record.fingerprint != record.attr_hash
 
 
 def test_record_url_is_the_normalised_url_without_query_or_fragment() -> None:
