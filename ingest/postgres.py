@@ -260,6 +260,7 @@ _UPSERT_FLAGGED = _upsert(_LATEST_FLAGGED, "")
 _UPSERT_SORTED = _upsert(_LATEST_SORTED, "ORDER BY fingerprint")
 
 _fingerprint_of = attrgetter("fingerprint")
+_observed_at_of = attrgetter("observed_at")
 
 # -- the direct path ----------------------------------------------------------------------
 
@@ -502,11 +503,11 @@ class PostgresBatchWriter:
                         first_seen[fingerprint],
                     )
                 )
-        cur.execute(_UPSERT_FINDINGS)
-        newest = {r.fingerprint: r.observed_at for r in latest}
+        cur.execute(_UPSERT_FINDINGS, binary=True)
+        newest = dict(zip(map(_fingerprint_of, latest), map(_observed_at_of, latest), strict=True))
         finding_ids: dict[str, int] = {}
         created = updated = 0
-        for finding_id, fingerprint, updated_at, is_new in cur:
+        for finding_id, fingerprint, updated_at, is_new in cur.fetchall():
             finding_ids[fingerprint] = finding_id
             if is_new:
                 created += 1
