@@ -38,6 +38,7 @@ from psycopg import sql
 from contracts.errors import TransientError
 from ingest.record import RECORD_COLUMNS, IngestRecord, json_text
 from ingest.writer import (
+    OBSERVATION_FIELDS,
     VOLATILE_COLUMNS,
     BatchFacts,
     BatchOutcome,
@@ -289,22 +290,11 @@ _COPY_EVENTS = "COPY ingested_events (event_id, scan_id, ingested_at) FROM STDIN
 _EVENT_TYPES = ("uuid", "uuid", "timestamptz")
 _event_fields = itemgetter(RECORD_COLUMNS.index("event_id"), RECORD_COLUMNS.index("scan_id"))
 
-#: Observation columns taken from the record, after its finding id.
-_OBSERVATION_FIELDS = (
-    "scan_id",
-    "task_id",
-    "event_id",
-    "observed_at",
-    "tool_name",
-    "tool_version",
-    "attr_hash",
-    "evidence",
-)
 _COPY_OBSERVATIONS = sql.SQL(
     "COPY observations (finding_id, {}) FROM STDIN (FORMAT BINARY)"
-).format(sql.SQL(", ").join(sql.Identifier(c) for c in _OBSERVATION_FIELDS))
-_OBSERVATION_TYPES = ("int8", *(_STAGE_COLUMN_TYPES[c] for c in _OBSERVATION_FIELDS))
-_observation_fields = itemgetter(*(RECORD_COLUMNS.index(c) for c in _OBSERVATION_FIELDS))
+).format(sql.SQL(", ").join(sql.Identifier(c) for c in OBSERVATION_FIELDS))
+_OBSERVATION_TYPES = ("int8", *(_STAGE_COLUMN_TYPES[c] for c in OBSERVATION_FIELDS))
+_observation_fields = itemgetter(*(RECORD_COLUMNS.index(c) for c in OBSERVATION_FIELDS))
 
 
 class _Conflict(Exception):
@@ -454,7 +444,8 @@ class PostgresBatchWriter:
     def _transaction(
         self,
         write: Callable[
-            [psycopg.Cursor[tuple[Any, ...]], Sequence[IngestRecord], BatchFacts], BatchOutcome
+            [psycopg.Cursor[tuple[Any, ...]], Sequence[IngestRecord], BatchFacts, dict[str, int]],
+            BatchOutcome,
         ],
         records: Sequence[IngestRecord],
         facts: BatchFacts,
@@ -464,7 +455,9 @@ class PostgresBatchWriter:
         conn = self._connection()
         try:
             with conn.transaction(), conn.cursor() as cur:
-                return write(cur, records, facts)
+                asset_ids = self._resolve_assets(cur, records)
+                self._ensure_scans(cur, records)
+                return write(cur, records, facts, asset_ids)
         except psycopg.Error as exc:
             # The transaction rolled back: forget ids it may have cached.
             self._asset_ids.clear()
@@ -481,10 +474,9 @@ class PostgresBatchWriter:
         cur: psycopg.Cursor[tuple[Any, ...]],
         records: Sequence[IngestRecord],
         facts: BatchFacts,
+        asset_ids: dict[str, int],
     ) -> BatchOutcome:
         first_seen, kept_events, latest_events = facts
-        asset_ids = self._resolve_assets(cur, records)
-        self._ensure_scans(cur, records)
         ingested_at = datetime.now(UTC)
         with cur.copy(_COPY_EVENTS) as copy:
             copy.set_types(_EVENT_TYPES)
@@ -527,13 +519,12 @@ class PostgresBatchWriter:
         cur: psycopg.Cursor[tuple[Any, ...]],
         records: Sequence[IngestRecord],
         facts: BatchFacts,
+        asset_ids: dict[str, int],
     ) -> BatchOutcome:
         first_seen, kept_events, latest_events = facts
         # Staged in fingerprint order (the order findings are locked in, so that concurrent
         # consumers cannot deadlock; see _LATEST_FLAGGED).
         ordered = sorted(records, key=_fingerprint_of)
-        asset_ids = self._resolve_assets(cur, records)
-        self._ensure_scans(cur, records)
         with cur.copy(_COPY) as copy:
             copy.set_types(_STAGE_TYPES)
             for record in ordered:

@@ -54,7 +54,13 @@ from sqlalchemy.schema import CreateTable
 
 from contracts.errors import TransientError
 from ingest.record import IngestRecord
-from ingest.writer import VOLATILE_COLUMNS, BatchOutcome, BatchRejected, batch_facts
+from ingest.writer import (
+    OBSERVATION_FIELDS,
+    VOLATILE_COLUMNS,
+    BatchOutcome,
+    BatchRejected,
+    batch_facts,
+)
 from storage.database import get_engine
 from storage.models import Asset, Finding, IngestedEvent, Observation, Scan
 
@@ -252,28 +258,8 @@ _COUNT_UPDATED = (
 _OBSERVE = (
     insert(_observations)
     .from_select(
-        [
-            "finding_id",
-            "scan_id",
-            "task_id",
-            "event_id",
-            "observed_at",
-            "tool_name",
-            "tool_version",
-            "attr_hash",
-            "evidence",
-        ],
-        select(
-            _f.id,
-            _stage_c.scan_id,
-            _stage_c.task_id,
-            _stage_c.event_id,
-            _stage_c.observed_at,
-            _stage_c.tool_name,
-            _stage_c.tool_version,
-            _stage_c.attr_hash,
-            _stage_c.evidence,
-        )
+        ["finding_id", *OBSERVATION_FIELDS],
+        select(_f.id, *(_stage_c[name] for name in OBSERVATION_FIELDS))
         .join_from(_stage, _findings, _f.fingerprint == _stage_c.fingerprint)
         .where(_stage_c.keep_observation.is_(True))
         .order_by(_stage_c.position),

@@ -65,6 +65,20 @@ VOLATILE_COLUMNS = (
 )
 
 
+#: Observation columns every writer takes from the record as they are (after the
+#: finding id, which the finding upsert gives).
+OBSERVATION_FIELDS = (
+    "scan_id",
+    "task_id",
+    "event_id",
+    "observed_at",
+    "tool_name",
+    "tool_version",
+    "attr_hash",
+    "evidence",
+)
+
+
 class BatchFacts(NamedTuple):
     """What every writer derives from a batch before writing it (``id()`` of records)."""
 
