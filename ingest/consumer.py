@@ -56,6 +56,8 @@ from observability.metrics import IngestMetrics
 log = structlog.get_logger("scanfleet.ingest")
 
 _AMQP_ERRORS = (pika.exceptions.AMQPError, OSError)
+#: How long one wait for deliveries lasts: a whole one without any is an idle queue.
+_POLL_S = 0.02
 
 
 class _StopRequested(Exception):
@@ -166,8 +168,9 @@ class Consumer:
             )
             try:
                 while not self._stop.is_set():
-                    connection.process_data_events(time_limit=0.02)
-                    self._hand_over(generation, force=False)
+                    waiting = len(self._pending)
+                    connection.process_data_events(time_limit=_POLL_S)
+                    self._hand_over(generation, force=False, idle=len(self._pending) == waiting)
                     self._settle(channel, dead_letters, generation)
                 self._drain(connection, channel, dead_letters, generation)
             finally:
@@ -184,8 +187,14 @@ class Consumer:
             self._pending_since = time.monotonic()
         self._pending.append(Delivery(tag, body, routing_key, headers))
 
-    def _hand_over(self, generation: int, *, force: bool) -> None:
+    def _hand_over(self, generation: int, *, force: bool, idle: bool = False) -> None:
         """Decode the pending deliveries when a batch is due, and pass it to the writer.
+
+        A batch is due when it is full, when its first delivery has waited the batch time,
+        or when nothing arrived for a whole poll (``idle``) while the writer has nothing
+        in hand: the queue is drained for now, and waiting would only delay these events
+        (with batches in flight, the prefetch window may be what holds deliveries back,
+        and the batch is left to fill).
 
         Decoding happens here, in the main thread, so that it overlaps the writer thread's
         wait for the database (which releases the GIL) instead of following it.
@@ -196,6 +205,7 @@ class Consumer:
             due = (
                 force
                 or len(self._pending) >= self._batch_size
+                or (idle and self._in_flight == 0)
                 or time.monotonic() - self._pending_since >= self._max_wait
             )
             if not due:

@@ -24,7 +24,8 @@ class IngestSettings(BaseSettings):
     #: Consumer processes; each has its own connections and a writer thread.
     consumers: int = Field(default=2, ge=1, le=64)
     batch_size: int = Field(default=2000, ge=1, le=50000)
-    #: A batch is written after this long even if it is not full.
+    #: A batch is written after this long even if it is not full (sooner if deliveries
+    #: pause while the consumer's writer has nothing in hand).
     batch_max_wait_s: float = Field(default=0.25, gt=0, le=60)
     #: Unacked messages per consumer; above ``batch_size`` so consuming overlaps commits.
     prefetch: int | None = Field(default=None, ge=1, le=65535)

@@ -43,6 +43,32 @@ def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return run_cli(dict(os.environ, SCANFLEET_DATABASE_URL=database_url), *args)
 
 
+def test_a_partial_batch_is_written_once_deliveries_pause(
+    database_url: str, topology: Topology, tmp_path: Path
+) -> None:
+    """Ten events, batches of 1,000 and a batch time of a minute: the events are written
+    as soon as the queue has nothing more and the writer nothing in hand, not after it."""
+    scan_id = uuid.uuid4()
+    ingest = IngestProcess(
+        database_url,
+        topology,
+        consumers=1,
+        batch_size=1000,
+        extra_env={"SCANFLEET_INGEST_BATCH_MAX_WAIT_S": "60"},
+    ).start(tmp_path / "ingest.log")
+    try:
+        publish(topology, [encode(make_event(i, scan_id)) for i in range(10)])
+        wait_for(
+            lambda: scalar(database_url, "SELECT count(*) FROM ingested_events") == 10,
+            timeout=20,
+            what="the ten events, long before the batch time",
+        )
+        assert ingest.stop() == 0
+    finally:
+        if ingest.alive():
+            ingest.kill()
+
+
 def test_events_published_twice_leave_exactly_one_finding_and_observation_each(
     database_url: str, topology: Topology, tmp_path: Path
 ) -> None:
