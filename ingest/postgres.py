@@ -25,7 +25,7 @@ cannot deadlock each other on findings.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from operator import attrgetter, itemgetter
 from typing import Any
@@ -186,10 +186,23 @@ latest AS (
     FROM ingest_stage
     ORDER BY fingerprint, observed_at DESC, event_id
 )"""
-_LATEST_COLUMNS = """
-        fingerprint, kind, rule_id, asset_id, transport, port, url, identity, title,
-        severity, confidence, attributes, attr_hash, description, remediation,
-        "references", cwe, cve, cvss, first_observed_at, observed_at, scan_id"""
+#: The columns of a latest sighting: what the findings upsert reads (its identity, the
+#: volatile columns it overwrites, and when and in which scan it was seen).
+_LATEST_NAMES = (
+    "fingerprint",
+    "kind",
+    "rule_id",
+    "asset_id",
+    "transport",
+    "port",
+    "url",
+    "identity",
+    *(c for c in VOLATILE_COLUMNS if c != "last_scan_id"),
+    "first_observed_at",
+    "observed_at",
+    "scan_id",
+)
+_LATEST_COLUMNS = ", ".join(f'"{c}"' for c in _LATEST_NAMES)
 
 #: The findings upsert of both paths, from ``{source}`` (rows of ``_LATEST_COLUMNS``, in
 #: fingerprint order).
@@ -266,7 +279,6 @@ _observed_at_of = attrgetter("observed_at")
 # -- the direct path ----------------------------------------------------------------------
 
 _STAGE_COLUMN_TYPES = dict(zip((*RECORD_COLUMNS, *BATCH_COLUMNS), _STAGE_TYPES, strict=True))
-_LATEST_NAMES = tuple(c.strip().strip('"') for c in _LATEST_COLUMNS.split(","))
 
 #: The latest sighting of each finding in the batch, in fingerprint order: the columns of
 #: the staged path's ``latest``, so one upsert serves both paths.
@@ -274,10 +286,10 @@ _FINDING_STAGE_DDL = """
 CREATE TEMPORARY TABLE IF NOT EXISTS ingest_finding_stage ON COMMIT DELETE ROWS AS
 SELECT {latest_columns} FROM ingest_stage WITH NO DATA
 """.replace("{latest_columns}", _LATEST_COLUMNS)
-#: Finding-stage columns taken from the record as they are, then the two per batch.
+#: Finding-stage columns taken from the record as they are, then those of the batch
+#: (``asset_id``, ``first_observed_at``: the rows are written in this order).
 _FINDING_FIELDS = tuple(c for c in _LATEST_NAMES if c in RECORD_COLUMNS)
-_FINDING_BATCH_FIELDS = ("asset_id", "first_observed_at")
-assert set(_LATEST_NAMES) == {*_FINDING_FIELDS, *_FINDING_BATCH_FIELDS}
+_FINDING_BATCH_FIELDS = tuple(c for c in _LATEST_NAMES if c not in RECORD_COLUMNS)
 _COPY_FINDINGS = sql.SQL("COPY ingest_finding_stage ({}) FROM STDIN (FORMAT BINARY)").format(
     sql.SQL(", ").join(sql.Identifier(c) for c in (*_FINDING_FIELDS, *_FINDING_BATCH_FIELDS))
 )
@@ -427,7 +439,7 @@ class PostgresBatchWriter:
         facts = batch_facts(records)
         if self._direct and self._staged_left == 0:
             try:
-                return self._transaction(self._write_direct, records, facts, direct=True)
+                return self._transaction(records, facts, direct=True)
             except _Conflict as conflict:
                 self.conflicts += 1
                 self._staged_left = self.STAGED_AFTER_CONFLICT
@@ -439,19 +451,13 @@ class PostgresBatchWriter:
                 )
         elif self._staged_left:
             self._staged_left -= 1
-        return self._transaction(self._write_staged, records, facts, direct=False)
+        return self._transaction(records, facts, direct=False)
 
     def _transaction(
-        self,
-        write: Callable[
-            [psycopg.Cursor[tuple[Any, ...]], Sequence[IngestRecord], BatchFacts, dict[str, int]],
-            BatchOutcome,
-        ],
-        records: Sequence[IngestRecord],
-        facts: BatchFacts,
-        *,
-        direct: bool,
+        self, records: Sequence[IngestRecord], facts: BatchFacts, *, direct: bool
     ) -> BatchOutcome:
+        """One batch in one transaction, by the direct or the staged path."""
+        write = self._write_direct if direct else self._write_staged
         conn = self._connection()
         try:
             with conn.transaction(), conn.cursor() as cur:
