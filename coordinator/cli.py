@@ -98,7 +98,7 @@ def ingest(
     metrics_port: Annotated[int | None, typer.Option(help="Port of /metrics, 0 to disable")] = None,
 ) -> None:
     """Consume finding events from RabbitMQ and persist deduplicated findings."""
-    from ingest.service import Supervisor, check_configuration
+    from ingest.service import Supervisor, check_configuration, check_topology
     from ingest.settings import get_broker_settings, get_ingest_settings
     from observability.logging import configure_logging
     from storage.settings import get_settings
@@ -116,6 +116,7 @@ def ingest(
     settings = settings.model_validate({**settings.model_dump(), **overrides})
     configure_logging(settings.log_level)
     database_url = check_configuration(get_broker_settings(), get_settings())
+    check_topology(get_broker_settings(), settings)
     # Consumers are spawned and read their settings from the environment.
     import os
 

@@ -32,7 +32,7 @@ from coordinator.admission import admit_and_publish, tick
 from coordinator.lifecycle import handle_task_event, sweep
 from coordinator.publisher import WindowedTaskPublisher
 from coordinator.settings import get_scan_settings
-from ingest.topology import QUEUE_ARGUMENTS, connection_parameters, declare_exchange
+from ingest.topology import CLASSIC_QUEUE_ARGUMENTS, connection_parameters, declare_exchange
 
 log = structlog.get_logger("scanfleet.coordinator")
 
@@ -45,10 +45,12 @@ def declare(channel: pika.adapters.blocking_connection.BlockingChannel) -> None:
     declare_exchange(channel, TASK_EVENTS_EXCHANGE)
     declare_exchange(channel, SCAN_EVENTS_EXCHANGE)
     channel.exchange_declare(f"{QUEUE}.dlx", exchange_type="fanout", durable=True)
-    channel.queue_declare(f"{QUEUE}.dlq", durable=True, arguments=QUEUE_ARGUMENTS)
+    channel.queue_declare(f"{QUEUE}.dlq", durable=True, arguments=CLASSIC_QUEUE_ARGUMENTS)
     channel.queue_bind(f"{QUEUE}.dlq", f"{QUEUE}.dlx")
     channel.queue_declare(
-        QUEUE, durable=True, arguments={**QUEUE_ARGUMENTS, "x-dead-letter-exchange": f"{QUEUE}.dlx"}
+        QUEUE,
+        durable=True,
+        arguments={**CLASSIC_QUEUE_ARGUMENTS, "x-dead-letter-exchange": f"{QUEUE}.dlx"},
     )
     channel.queue_bind(QUEUE, TASK_EVENTS_EXCHANGE, routing_key="task.#")
 

@@ -21,6 +21,7 @@ def consumer_main(index: int, parent_pid: int, conninfo: str) -> None:
         return  # the supervisor died before we got here
     import structlog
 
+    from contracts.errors import ConfigError
     from ingest.consumer import Consumer
     from ingest.postgres import PostgresBatchWriter
     from ingest.settings import get_broker_settings, get_ingest_settings
@@ -51,7 +52,11 @@ def consumer_main(index: int, parent_pid: int, conninfo: str) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     _tune_garbage_collection()
-    consumer.run()
+    try:
+        consumer.run()
+    except ConfigError as exc:  # e.g. the queue exists as another type: no point retrying
+        structlog.get_logger("scanfleet.ingest").error("consumer_misconfigured", error=str(exc))
+        raise SystemExit(2) from exc
 
 
 def _tune_garbage_collection() -> None:

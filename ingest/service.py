@@ -51,6 +51,27 @@ def check_configuration(
     return storage.database_url
 
 
+def check_topology(broker: BrokerSettings, ingest: IngestSettings) -> None:
+    """Declare the findings topology once before any consumer starts, so that a queue of
+    another type fails the start with its explanation (:class:`ConfigError`). A broker
+    that cannot be reached yet is not an error: the consumers keep trying to connect."""
+    import pika.exceptions
+
+    from ingest.topology import FindingsTopology, connection_parameters, declare
+
+    assert broker.broker_url is not None
+    try:
+        connection = pika.BlockingConnection(connection_parameters(broker.broker_url))
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        log.warning("broker_unreachable_at_start", error=repr(exc))
+        return
+    try:
+        declare(connection.channel(), FindingsTopology.from_settings(broker, ingest))
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
 class Supervisor:
     def __init__(self, ingest: IngestSettings, database_url: str) -> None:
         self._settings = ingest

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: RabbitMQ queue types the findings queue can be declared as (see ingest.topology).
+QueueType = Literal["quorum", "classic"]
 
 
 class BrokerSettings(BaseSettings):
@@ -21,6 +25,9 @@ class IngestSettings(BaseSettings):
 
     queue: str = "scanfleet.ingest"
     binding_key: str = "finding.#"
+    #: RabbitMQ type of the findings queue and its dead-letter queue: ``quorum``
+    #: (replicated, RabbitMQ's type for messages that must not be lost) or ``classic``.
+    queue_type: QueueType = "quorum"
     #: Consumer processes; each has its own connections and a writer thread.
     consumers: int = Field(default=2, ge=1, le=64)
     batch_size: int = Field(default=2000, ge=1, le=50000)
