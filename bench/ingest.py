@@ -39,12 +39,12 @@ from common import BROKER_URL, drop_database, events, fresh_database
 
 from ingest.decode import record_from_body
 from ingest.record import RECORD_COLUMNS
+from ingest.settings import BrokerSettings, IngestSettings
 from storage.migrate import upgrade
 
 
 def publish_backlog(bodies: list[bytes], exchange: str, queue: str) -> float:
     """Declare the topology as ingest does, publish every body, wait until all are queued."""
-    from ingest.settings import BrokerSettings, IngestSettings
     from ingest.topology import FindingsTopology, declare
 
     connection = pika.BlockingConnection(pika.URLParameters(BROKER_URL))
@@ -453,8 +453,10 @@ def main() -> None:
         default=1_000_000,
         help="findings already in the table for the second run (0 skips it)",
     )
-    parser.add_argument("--consumers", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=2000)
+    # The service's own defaults, so that the benchmark measures what a deployment runs.
+    defaults = IngestSettings.model_fields
+    parser.add_argument("--consumers", type=int, default=defaults["consumers"].default)
+    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"].default)
     parser.add_argument(
         "--repeat",
         type=int,

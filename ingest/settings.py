@@ -30,7 +30,7 @@ class IngestSettings(BaseSettings):
     queue_type: QueueType = "quorum"
     #: Consumer processes; each has its own connections and a writer thread.
     consumers: int = Field(default=2, ge=1, le=64)
-    batch_size: int = Field(default=2000, ge=1, le=50000)
+    batch_size: int = Field(default=4000, ge=1, le=50000)
     #: A batch is written after this long even if it is not full (sooner if deliveries
     #: pause while the consumer's writer has nothing in hand).
     batch_max_wait_s: float = Field(default=0.25, gt=0, le=60)
