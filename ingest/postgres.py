@@ -4,20 +4,23 @@
 ``ingested_events`` and its observations straight into ``observations``, with no
 ``ON CONFLICT`` check on either; only the latest sighting of each finding goes through a
 temporary stage (``ingest_finding_stage``) into the findings upsert, whose RETURNING rows
-give the finding ids the observations need. It assumes what is true of nearly every
-batch: none of its events was ingested before, and none of its (scan, finding) pairs
-was observed by an earlier batch.
+give the finding ids the observations need. The upsert finds a stored finding by its id,
+which the writer remembers or looks up by fingerprint, and gives a new one an id of its
+own. It assumes what is true of nearly every batch: none of its events was ingested
+before, none of its (scan, finding) pairs was observed by an earlier batch, and none of
+its new findings was created by a concurrent batch.
 
 **Staged** (the path that holds whatever arrives): COPY the whole batch into a temporary
 stage ``ingest_stage``; record the event ids (duplicates are dropped from the stage);
 upsert findings by fingerprint and insert observations per (finding, scan) in one
 statement, both with ``ON CONFLICT``.
 
-When the assumption fails, the unique key of the ledger or of observations refuses the
-direct path's COPY, the transaction rolls back whole, and the batch is written again by
-the staged path; the next batches stay on it for a while (see
-:attr:`PostgresBatchWriter.STAGED_AFTER_CONFLICT`), so redeliveries after a crash, or
-scans that sight one finding from several tools, do not pay for two attempts a batch.
+When the assumption fails, the unique key of the ledger, of observations or of the
+findings' fingerprint refuses the direct path's statement, the transaction rolls back
+whole, and the batch is written again by the staged path; the next batches stay on it
+for a while (see :attr:`PostgresBatchWriter.STAGED_AFTER_CONFLICT`), so redeliveries
+after a crash, or scans that sight one finding from several tools, do not pay for two
+attempts a batch.
 Both paths create external scans on first sight and insert new assets first, and take
 findings in fingerprint order, so that concurrent consumers lock in the same order and
 cannot deadlock each other on findings.
@@ -205,21 +208,21 @@ _LATEST_NAMES = (
 _LATEST_COLUMNS = ", ".join(f'"{c}"' for c in _LATEST_NAMES)
 
 #: The findings upsert of both paths, from ``{source}`` (rows of ``_LATEST_COLUMNS``, in
-#: fingerprint order).
+#: fingerprint order), by the fingerprint's unique key or (the direct path) by id.
 _FINDINGS_UPSERT = """
     INSERT INTO findings AS f (
-        fingerprint, kind, rule_id, asset_id, transport, port, url, identity, title,
+        {id_column}fingerprint, kind, rule_id, asset_id, transport, port, url, identity, title,
         severity, confidence, attributes, attr_hash, description, remediation,
         "references", cwe, cve, cvss, status, first_seen, last_seen, updated_at,
         last_scan_id
     )
     SELECT
-        fingerprint, kind, rule_id, asset_id, transport, port, url, identity::jsonb, title,
-        severity, confidence, attributes::jsonb, attr_hash, description, remediation,
+        {id_value}fingerprint, kind, rule_id, asset_id, transport, port, url, identity::jsonb,
+        title, severity, confidence, attributes::jsonb, attr_hash, description, remediation,
         "references"::jsonb, cwe::jsonb, cve::jsonb, cvss, 'open', first_observed_at,
         observed_at, observed_at, scan_id
     FROM {source}
-    ON CONFLICT (fingerprint) DO UPDATE SET
+    ON CONFLICT ({key}) DO UPDATE SET
         first_seen = LEAST(f.first_seen, EXCLUDED.first_seen),
         last_seen = GREATEST(f.last_seen, EXCLUDED.last_seen),
         {newest_wins},
@@ -252,14 +255,25 @@ SELECT
     (SELECT count(*) FROM observed)
 """
 
+#: The sequence behind findings.id (its serial column, created by the first migration).
+_FINDINGS_ID_SEQUENCE = "'findings_id_seq'::regclass"
+
 _NEWEST_WINS = ",\n        ".join(
     f'"{c}" = CASE WHEN EXCLUDED.last_seen >= f.last_seen THEN EXCLUDED."{c}" ELSE f."{c}" END'
     for c in VOLATILE_COLUMNS
 )
 
 
-def _findings_upsert(source: str) -> str:
-    return _FINDINGS_UPSERT.replace("{source}", source).replace("{newest_wins}", _NEWEST_WINS)
+def _findings_upsert(source: str, *, by_id: bool = False) -> str:
+    """By id: each row carries the id of its finding when the writer knows it, and takes a
+    new one when it does not (see :meth:`PostgresBatchWriter._write_direct`)."""
+    return (
+        _FINDINGS_UPSERT.replace("{source}", source)
+        .replace("{newest_wins}", _NEWEST_WINS)
+        .replace("{id_column}", "id, " if by_id else "")
+        .replace("{id_value}", f"COALESCE(id, nextval({_FINDINGS_ID_SEQUENCE})), " if by_id else "")
+        .replace("{key}", "id" if by_id else "fingerprint")
+    )
 
 
 def _upsert(latest: str, order: str) -> str:
@@ -281,22 +295,29 @@ _observed_at_of = attrgetter("observed_at")
 _STAGE_COLUMN_TYPES = dict(zip((*RECORD_COLUMNS, *BATCH_COLUMNS), _STAGE_TYPES, strict=True))
 
 #: The latest sighting of each finding in the batch, in fingerprint order: the columns of
-#: the staged path's ``latest``, so one upsert serves both paths.
+#: the staged path's ``latest``, so one upsert serves both paths, and the finding's id
+#: when the writer knows it.
 _FINDING_STAGE_DDL = """
 CREATE TEMPORARY TABLE IF NOT EXISTS ingest_finding_stage ON COMMIT DELETE ROWS AS
-SELECT {latest_columns} FROM ingest_stage WITH NO DATA
+SELECT {latest_columns}, NULL::bigint AS id FROM ingest_stage WITH NO DATA
 """.replace("{latest_columns}", _LATEST_COLUMNS)
 #: Finding-stage columns taken from the record as they are, then those of the batch
 #: (``asset_id``, ``first_observed_at``: the rows are written in this order).
 _FINDING_FIELDS = tuple(c for c in _LATEST_NAMES if c in RECORD_COLUMNS)
 _FINDING_BATCH_FIELDS = tuple(c for c in _LATEST_NAMES if c not in RECORD_COLUMNS)
 _COPY_FINDINGS = sql.SQL("COPY ingest_finding_stage ({}) FROM STDIN (FORMAT BINARY)").format(
-    sql.SQL(", ").join(sql.Identifier(c) for c in (*_FINDING_FIELDS, *_FINDING_BATCH_FIELDS))
+    sql.SQL(", ").join(sql.Identifier(c) for c in (*_FINDING_FIELDS, *_FINDING_BATCH_FIELDS, "id"))
 )
-_FINDING_TYPES = tuple(_STAGE_COLUMN_TYPES[c] for c in (*_FINDING_FIELDS, *_FINDING_BATCH_FIELDS))
+_FINDING_TYPES = (
+    *(_STAGE_COLUMN_TYPES[c] for c in (*_FINDING_FIELDS, *_FINDING_BATCH_FIELDS)),
+    "int8",
+)
 _finding_fields = itemgetter(*(RECORD_COLUMNS.index(c) for c in _FINDING_FIELDS))
 
-_UPSERT_FINDINGS = _findings_upsert("ingest_finding_stage")
+_UPSERT_FINDINGS = _findings_upsert("ingest_finding_stage", by_id=True)
+
+#: The ids of stored findings, by fingerprint (those the writer does not know yet).
+_FINDING_IDS = "SELECT id, fingerprint FROM findings WHERE fingerprint = ANY(%s)"
 
 _COPY_EVENTS = "COPY ingested_events (event_id, scan_id, ingested_at) FROM STDIN (FORMAT BINARY)"
 _EVENT_TYPES = ("uuid", "uuid", "timestamptz")
@@ -310,7 +331,8 @@ _observation_fields = itemgetter(*(RECORD_COLUMNS.index(c) for c in OBSERVATION_
 
 
 class _Conflict(Exception):
-    """The direct path met an event already ingested or a (scan, finding) already observed."""
+    """The direct path met an event already ingested, a (scan, finding) already observed, or
+    a finding created by a concurrent batch since it looked the finding up."""
 
 
 #: SQLSTATE classes that mean "the connection or server went away, try again".
@@ -329,7 +351,11 @@ class PostgresBatchWriter:
 
     Asset ids are cached per writer: assets are insert-only, so a key seen once
     keeps its id, and most batches need no asset statement at all. Scan ids seen
-    are cached the same way.
+    are cached the same way, and so are finding ids by fingerprint (findings are never
+    deleted), up to ``finding_cache_size``: the direct path updates a finding it knows
+    by its primary key, whose recent pages stay in PostgreSQL's buffers, rather than by
+    its fingerprint, a random key all over a unique index that, with a million findings
+    stored, no longer fits in them.
 
     ``direct=False`` writes every batch by the staged path (see the module documentation).
     """
@@ -344,6 +370,7 @@ class PostgresBatchWriter:
         *,
         application_name: str = "scanfleet-ingest",
         cache_size: int = 1_000_000,
+        finding_cache_size: int = 250_000,
         direct: bool = True,
     ) -> None:
         self._conninfo = conninfo
@@ -352,6 +379,12 @@ class PostgresBatchWriter:
         self._asset_ids: dict[str, int] = {}
         self._known_scans: set[UUID] = set()
         self._cache_size = cache_size
+        #: Finding ids by fingerprint, of committed transactions only (a rolled-back
+        #: insert's id names no finding); ~0.2 KB an entry.
+        self._finding_ids: dict[str, int] = {}
+        #: Those returned to the current transaction, kept once it commits.
+        self._learned: dict[str, int] = {}
+        self._finding_cache_size = finding_cache_size
         self._direct = direct
         #: Batches left to write by the staged path before the direct path is tried again.
         self._staged_left = 0
@@ -459,11 +492,12 @@ class PostgresBatchWriter:
         """One batch in one transaction, by the direct or the staged path."""
         write = self._write_direct if direct else self._write_staged
         conn = self._connection()
+        self._learned = {}
         try:
             with conn.transaction(), conn.cursor() as cur:
                 asset_ids = self._resolve_assets(cur, records)
                 self._ensure_scans(cur, records)
-                return write(cur, records, facts, asset_ids)
+                outcome = write(cur, records, facts, asset_ids)
         except psycopg.Error as exc:
             # The transaction rolled back: forget ids it may have cached.
             self._asset_ids.clear()
@@ -474,6 +508,11 @@ class PostgresBatchWriter:
                 self.close()
                 raise TransientError(f"PostgreSQL: {exc}") from exc
             raise BatchRejected(f"PostgreSQL refused the batch: {exc}") from exc
+        known = self._finding_ids
+        if len(known) + len(self._learned) > self._finding_cache_size:
+            known.clear()
+        known.update(self._learned)
+        return outcome
 
     def _write_direct(
         self,
@@ -490,20 +529,34 @@ class PostgresBatchWriter:
                 copy.write_row((*_event_fields(record), ingested_at))
         # In fingerprint order: the order findings are locked in (see the module docs).
         latest = sorted((r for r in records if id(r) in latest_events), key=_fingerprint_of)
+        # Each finding by its id where it is known, looked up by fingerprint where this
+        # writer has not met it; the rest are new, and get an id from the upsert. A finding
+        # created by a concurrent batch in between makes the fingerprint's unique key
+        # refuse the upsert: a conflict, and the batch is written again by the staged path.
+        known = self._finding_ids
+        unknown = [r.fingerprint for r in latest if r.fingerprint not in known]
+        found: dict[str, int] = {}
+        if unknown:
+            cur.execute(_FINDING_IDS, (unknown,))
+            found = {fingerprint: finding_id for finding_id, fingerprint in cur.fetchall()}
         with cur.copy(_COPY_FINDINGS) as copy:
             copy.set_types(_FINDING_TYPES)
             for record in latest:
                 fingerprint = record.fingerprint
+                finding_id = known.get(fingerprint)
+                if finding_id is None:
+                    finding_id = found.get(fingerprint)
                 copy.write_row(
                     (
                         *_finding_fields(record),
                         asset_ids[record.asset_key],
                         first_seen[fingerprint],
+                        finding_id,
                     )
                 )
         cur.execute(_UPSERT_FINDINGS, binary=True)
         newest = dict(zip(map(_fingerprint_of, latest), map(_observed_at_of, latest), strict=True))
-        finding_ids: dict[str, int] = {}
+        finding_ids = self._learned
         created = updated = 0
         for finding_id, fingerprint, updated_at, is_new in cur.fetchall():
             finding_ids[fingerprint] = finding_id

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
@@ -645,3 +647,109 @@ def test_sqlite_concurrent_writers_serialise(tmp_path: Path) -> None:
 def test_sqlite_writer_needs_a_sqlite_url() -> None:
     with pytest.raises(ValueError, match="sqlite"):
         SqliteBatchWriter("postgresql://nobody@127.0.0.1:1/none")
+
+
+def _ids_drawn(conninfo: str) -> int:
+    """How many finding ids the sequence has handed out."""
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM findings_id_seq"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.integration
+def test_postgres_updates_known_findings_by_id(database_url: str) -> None:
+    """A re-sighted finding is updated through its id, whether the writer remembers it or
+    looks it up by fingerprint: no id is drawn for it (an upsert by fingerprint draws one
+    for every row it is offered), and the rows are those of the staged path."""
+    conninfo = libpq_conninfo(database_url)
+    ports = range(1, 41)
+    first = [make(p, 1, port=p) for p in ports]
+    # One in four with changed volatile attributes: "updated"; the rest "unchanged".
+    second = [
+        make(100 + p, 2, port=p, minutes=5, attributes=newer("9.9") if p % 4 == 0 else None)
+        for p in ports
+    ]
+    third = [make(200 + p, 3, port=p, minutes=10) for p in ports]
+    writer = postgres_writer(database_url)
+    other = postgres_writer(database_url)  # knows none of the findings
+    try:
+        assert writer.write(first) == BatchOutcome(40, 0, 40, 0, 40)
+        drawn = _ids_drawn(conninfo)
+        assert drawn == 40
+        assert writer.write(second) == BatchOutcome(40, 0, 0, 10, 40)
+        assert other.write(third) == BatchOutcome(40, 0, 0, 10, 40)
+        assert _ids_drawn(conninfo) == drawn
+        assert writer.conflicts == other.conflicts == 0
+    finally:
+        writer.close()
+        other.close()
+    rows = snapshot(database_url)
+    assert len(rows["findings"]) == 40
+    assert len(rows["observations"]) == 120
+    for finding in rows["findings"].values():
+        assert finding["last_seen"] == T0 + timedelta(minutes=10)
+        assert finding["last_scan_id"] == scan(3)
+        assert len(finding["evidence_of"]) == 3
+
+
+@pytest.mark.integration
+def test_postgres_finding_created_by_a_concurrent_batch(database_url: str) -> None:
+    """A new finding that another transaction creates between the direct path's look-up
+    and its upsert is a conflict: the batch is written again by the staged path, which
+    updates the finding the other one created."""
+    conninfo = libpq_conninfo(database_url)
+    record = make(1, 1, port=443, minutes=30)
+    with psycopg.connect(conninfo) as setup:  # the asset and the scan, committed
+        asset_id = setup.execute(
+            "INSERT INTO assets (key, ip, first_seen) VALUES (%s, %s, now()) RETURNING id",
+            (record.asset_key, record.ip),
+        ).fetchone()[0]  # type: ignore[index]
+        setup.execute(
+            "INSERT INTO scans (id, origin, status, created_at) "
+            "VALUES (%s, 'external', 'external', now())",
+            (record.scan_id,),
+        )
+    other = psycopg.connect(conninfo)
+    writer = PostgresBatchWriter(conninfo, application_name="writer-under-test")
+    try:
+        # The other transaction creates the finding and holds it uncommitted.
+        other.execute(
+            """
+            INSERT INTO findings (fingerprint, kind, rule_id, asset_id, transport, port,
+                identity, title, severity, confidence, attributes, attr_hash, status,
+                first_seen, last_seen, updated_at)
+            VALUES (%s, %s, %s, %s, 'tcp', 443, '{}', 'Open port', 'info', 'high', '{}',
+                'before', 'open', %s, %s, %s)
+            """,
+            (record.fingerprint, record.kind, record.rule_id, asset_id, T0, T0, T0),
+        )
+        with ThreadPoolExecutor(1) as pool:
+            written = pool.submit(writer.write, [record])
+            with psycopg.connect(conninfo, autocommit=True) as watch:
+                for _ in range(500):  # until the writer waits for the other transaction
+                    row = watch.execute(
+                        "SELECT wait_event_type FROM pg_stat_activity "
+                        "WHERE application_name = 'writer-under-test' AND state = 'active'"
+                    ).fetchone()
+                    if row and row[0] == "Lock":
+                        break
+                    assert not written.done(), written.result()
+                    time.sleep(0.01)
+                else:
+                    pytest.fail("the writer never waited for the other transaction")
+            other.commit()
+            outcome = written.result(timeout=30)
+        assert writer.conflicts == 1
+        assert outcome == BatchOutcome(1, 0, 0, 1, 1)
+    finally:
+        writer.close()
+        other.close()
+    rows = snapshot(database_url)
+    assert list(rows["findings"]) == [record.fingerprint]
+    stored = rows["findings"][record.fingerprint]
+    assert stored["first_seen"] == T0
+    assert stored["last_seen"] == T0 + timedelta(minutes=30)
+    assert stored["attr_hash"] == record.attr_hash
