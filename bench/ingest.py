@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 import pika
 import psutil
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -240,18 +240,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-_EVENTS_COMMITTED = re.compile(rb"^scanfleet_ingest_events_consumed_total (\S+)$", re.MULTILINE)
-
-
 def _committed(metrics_port: int) -> int:
     """Events the service has committed, from its metrics (0 before it serves them)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
-            page = r.read()
+            page = r.read().decode()
     except OSError:
         return 0
-    match = _EVENTS_COMMITTED.search(page)
-    return int(float(match.group(1))) if match else 0
+    for family in text_string_to_metric_families(page):
+        for sample in family.samples:
+            if sample.name == "scanfleet_ingest_events_consumed_total":
+                return int(sample.value)
+    return 0
 
 
 def db_counts(db_url: str) -> dict[str, int]:

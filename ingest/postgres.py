@@ -379,11 +379,9 @@ class PostgresBatchWriter:
         self._asset_ids: dict[str, int] = {}
         self._known_scans: set[UUID] = set()
         self._cache_size = cache_size
-        #: Finding ids by fingerprint, of committed transactions only (a rolled-back
-        #: insert's id names no finding); ~0.2 KB an entry.
+        #: Finding ids by fingerprint, of committed rows only (a rolled-back insert's id
+        #: names no finding); ~0.2 KB an entry.
         self._finding_ids: dict[str, int] = {}
-        #: Those returned to the current transaction, kept once it commits.
-        self._learned: dict[str, int] = {}
         self._finding_cache_size = finding_cache_size
         self._direct = direct
         #: Batches left to write by the staged path before the direct path is tried again.
@@ -492,12 +490,11 @@ class PostgresBatchWriter:
         """One batch in one transaction, by the direct or the staged path."""
         write = self._write_direct if direct else self._write_staged
         conn = self._connection()
-        self._learned = {}
         try:
             with conn.transaction(), conn.cursor() as cur:
                 asset_ids = self._resolve_assets(cur, records)
                 self._ensure_scans(cur, records)
-                outcome = write(cur, records, facts, asset_ids)
+                outcome, finding_ids = write(cur, records, facts, asset_ids)
         except psycopg.Error as exc:
             # The transaction rolled back: forget ids it may have cached.
             self._asset_ids.clear()
@@ -508,10 +505,11 @@ class PostgresBatchWriter:
                 self.close()
                 raise TransientError(f"PostgreSQL: {exc}") from exc
             raise BatchRejected(f"PostgreSQL refused the batch: {exc}") from exc
+        # Committed: the ids the batch's upsert returned name findings now.
         known = self._finding_ids
-        if len(known) + len(self._learned) > self._finding_cache_size:
+        if len(known) + len(finding_ids) > self._finding_cache_size:
             known.clear()
-        known.update(self._learned)
+        known.update(finding_ids)
         return outcome
 
     def _write_direct(
@@ -520,7 +518,8 @@ class PostgresBatchWriter:
         records: Sequence[IngestRecord],
         facts: BatchFacts,
         asset_ids: dict[str, int],
-    ) -> BatchOutcome:
+    ) -> tuple[BatchOutcome, dict[str, int]]:
+        """The batch's outcome, and the ids of its findings by fingerprint."""
         first_seen, kept_events, latest_events = facts
         ingested_at = datetime.now(UTC)
         with cur.copy(_COPY_EVENTS) as copy:
@@ -535,28 +534,26 @@ class PostgresBatchWriter:
         # refuse the upsert: a conflict, and the batch is written again by the staged path.
         known = self._finding_ids
         unknown = [r.fingerprint for r in latest if r.fingerprint not in known]
-        found: dict[str, int] = {}
         if unknown:
+            # This transaction has written no finding yet: the rows found are committed,
+            # and their ids can be kept now.
             cur.execute(_FINDING_IDS, (unknown,))
-            found = {fingerprint: finding_id for finding_id, fingerprint in cur.fetchall()}
+            known.update((fingerprint, finding_id) for finding_id, fingerprint in cur.fetchall())
         with cur.copy(_COPY_FINDINGS) as copy:
             copy.set_types(_FINDING_TYPES)
             for record in latest:
                 fingerprint = record.fingerprint
-                finding_id = known.get(fingerprint)
-                if finding_id is None:
-                    finding_id = found.get(fingerprint)
                 copy.write_row(
                     (
                         *_finding_fields(record),
                         asset_ids[record.asset_key],
                         first_seen[fingerprint],
-                        finding_id,
+                        known.get(fingerprint),
                     )
                 )
         cur.execute(_UPSERT_FINDINGS, binary=True)
         newest = dict(zip(map(_fingerprint_of, latest), map(_observed_at_of, latest), strict=True))
-        finding_ids = self._learned
+        finding_ids: dict[str, int] = {}
         created = updated = 0
         for finding_id, fingerprint, updated_at, is_new in cur.fetchall():
             finding_ids[fingerprint] = finding_id
@@ -571,7 +568,7 @@ class PostgresBatchWriter:
                 if id(record) in kept_events:
                     copy.write_row((finding_ids[record.fingerprint], *_observation_fields(record)))
                     observed += 1
-        return BatchOutcome(len(records), 0, created, updated, observed)
+        return BatchOutcome(len(records), 0, created, updated, observed), finding_ids
 
     def _write_staged(
         self,
@@ -579,7 +576,8 @@ class PostgresBatchWriter:
         records: Sequence[IngestRecord],
         facts: BatchFacts,
         asset_ids: dict[str, int],
-    ) -> BatchOutcome:
+    ) -> tuple[BatchOutcome, dict[str, int]]:
+        """The batch's outcome, and no finding ids (its statement returns counts only)."""
         first_seen, kept_events, latest_events = facts
         # Staged in fingerprint order (the order findings are locked in, so that concurrent
         # consumers cannot deadlock; see _LATEST_FLAGGED).
@@ -599,12 +597,12 @@ class PostgresBatchWriter:
         cur.execute(_DROP_DUPLICATES)
         duplicates = max(cur.rowcount, 0)
         if duplicates == len(records):
-            return BatchOutcome(len(records), duplicates, 0, 0, 0)
+            return BatchOutcome(len(records), duplicates, 0, 0, 0), {}
         cur.execute(_UPSERT_SORTED if duplicates else _UPSERT_FLAGGED)
         row = cur.fetchone()
         assert row is not None
         created, updated, observed = (int(v) for v in row)
-        return BatchOutcome(len(records), duplicates, created, updated, observed)
+        return BatchOutcome(len(records), duplicates, created, updated, observed), {}
 
     def close(self) -> None:
         if self._conn is not None:
