@@ -426,8 +426,6 @@ class PostgresBatchWriter:
                 missing[record.asset_key] = record  # first_seen is the earliest sighting
         if not missing:
             return cache
-        if len(cache) + len(missing) > self._cache_size:
-            cache.clear()
         firsts = list(missing.values())
         # One JSON parameter (orjson writes UUIDs and aware datetimes as RFC 3339): psycopg
         # would dump four arrays element by element in Python.
@@ -460,8 +458,6 @@ class PostgresBatchWriter:
             return
         batch = [{"id": scan, "created_at": at} for scan, at in unknown.items()]
         cur.execute(_EXTERNAL_SCANS, (json_text(batch),))
-        if len(self._known_scans) > self._cache_size:
-            self._known_scans.clear()
         self._known_scans.update(unknown)
 
     def write(self, records: Sequence[IngestRecord]) -> BatchOutcome:
@@ -490,6 +486,7 @@ class PostgresBatchWriter:
         """One batch in one transaction, by the direct or the staged path."""
         write = self._write_direct if direct else self._write_staged
         conn = self._connection()
+        self._trim_caches(len(records))
         try:
             with conn.transaction(), conn.cursor() as cur:
                 asset_ids = self._resolve_assets(cur, records)
@@ -506,11 +503,18 @@ class PostgresBatchWriter:
                 raise TransientError(f"PostgreSQL: {exc}") from exc
             raise BatchRejected(f"PostgreSQL refused the batch: {exc}") from exc
         # Committed: the ids the batch's upsert returned name findings now.
-        known = self._finding_ids
-        if len(known) + len(finding_ids) > self._finding_cache_size:
-            known.clear()
-        known.update(finding_ids)
+        self._finding_ids.update(finding_ids)
         return outcome
+
+    def _trim_caches(self, incoming: int) -> None:
+        """Empty a cache that this batch could take past its bound: between batches, never
+        during one, which reads back ids it has just put in."""
+        if len(self._asset_ids) + incoming > self._cache_size:
+            self._asset_ids.clear()
+        if len(self._known_scans) + incoming > self._cache_size:
+            self._known_scans.clear()
+        if len(self._finding_ids) + incoming > self._finding_cache_size:
+            self._finding_ids.clear()
 
     def _write_direct(
         self,

@@ -753,3 +753,26 @@ def test_postgres_finding_created_by_a_concurrent_batch(database_url: str) -> No
     assert stored["first_seen"] == T0
     assert stored["last_seen"] == T0 + timedelta(minutes=30)
     assert stored["attr_hash"] == record.attr_hash
+
+
+@pytest.mark.integration
+def test_postgres_caches_full_mid_batch(database_url: str) -> None:
+    """Caches that reach their bound are emptied between batches, never while a batch still
+    needs what they hold: a batch that sights a cached asset beside new ones, past the
+    bound, is written whole."""
+    writer = PostgresBatchWriter(libpq_conninfo(database_url), cache_size=2, finding_cache_size=2)
+    try:
+        assert writer.write([make(1, 1, port=22, ip="127.0.0.1")]) == BatchOutcome(1, 0, 1, 0, 1)
+        second = [
+            make(2, 2, port=22, ip="127.0.0.1", minutes=1),
+            make(3, 2, port=22, ip="127.0.0.2", minutes=1),
+            make(4, 2, port=22, ip="127.0.0.3", minutes=1),
+        ]
+        assert writer.write(second) == BatchOutcome(3, 0, 2, 0, 3)
+        third = [make(5 + n, 3, port=22, ip=f"127.0.0.{n + 1}", minutes=2) for n in range(4)]
+        assert writer.write(third) == BatchOutcome(4, 0, 1, 0, 4)
+    finally:
+        writer.close()
+    rows = snapshot(database_url)
+    assert len(rows["assets"]) == len(rows["findings"]) == 4
+    assert len(rows["observations"]) == 8
